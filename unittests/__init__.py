@@ -1,0 +1,31 @@
+"""Graders for the course's exercises: one function per exercise.
+
+Call one after the exercise cell, e.g. ``unittests.test_block(InvertedResidualBlock)``.
+Each prints what it checked and returns a report that is truthy when every case passed.
+Set ``UNITTESTS_STRICT=1`` to make a failing grader raise (CI does).
+"""
+
+from unittests.framework import GraderFailed, Report, STRICT_ENV
+from unittests.transforms import test_class_weights, test_transforms
+from unittests.blocks import test_block
+from unittests.backbone import test_backbone, test_classifier
+from unittests.triplets import test_triplet_dataset
+from unittests.siamese import test_siamese_encoder, test_siamese_network
+from unittests.search import test_find_closest, test_get_embeddings, test_query_embedding
+
+__all__ = [
+    "GraderFailed",
+    "Report",
+    "STRICT_ENV",
+    "test_transforms",
+    "test_class_weights",
+    "test_block",
+    "test_backbone",
+    "test_classifier",
+    "test_triplet_dataset",
+    "test_siamese_encoder",
+    "test_siamese_network",
+    "test_query_embedding",
+    "test_get_embeddings",
+    "test_find_closest",
+]
