@@ -1,12 +1,38 @@
-"""Training loops, evaluation and checkpoints for the classifier and the siamese network."""
+"""Training loops, evaluation and checkpoints for the classifier and the siamese network.
+
+The loops are plain PyTorch: for each batch, forward, loss, backward, step. What they add
+is bookkeeping a course needs: tqdm progress bars, a per-epoch history, an optional
+learning-rate scheduler, and the best checkpoint written atomically (whole model and
+backbone alone, so notebook 05 can start from the backbone).
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+import copy
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
 
 import torch
+from torch import nn
+from tqdm.auto import tqdm
 
-__all__ = ["compute_class_weights"]
+__all__ = [
+    "CHECKPOINT_ENV",
+    "checkpoint_dir",
+    "compute_class_weights",
+    "evaluate",
+    "predict",
+    "save_checkpoint",
+    "load_checkpoint",
+    "train_classifier",
+    "train_siamese",
+]
+
+CHECKPOINT_ENV = "FASHION_KIT_CHECKPOINTS"  # where trained weights go; default <repo>/checkpoints
 
 
 def compute_class_weights(targets: Sequence[int], num_classes: int) -> torch.Tensor:
@@ -20,3 +46,240 @@ def compute_class_weights(targets: Sequence[int], num_classes: int) -> torch.Ten
     present = counts > 0
     weights[present] = counts.sum() / counts[present]
     return weights
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def checkpoint_dir() -> Path:
+    """``$FASHION_KIT_CHECKPOINTS`` or ``<repo>/checkpoints``, from any working directory."""
+    env = os.environ.get(CHECKPOINT_ENV)
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "checkpoints"
+
+
+def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike, device: torch.device | str = "cpu") -> dict:
+    """Load the weights saved by :func:`save_checkpoint` into ``model``; returns the whole checkpoint."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}: run the notebook that trains it first")
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    model.load_state_dict(checkpoint["state_dict"])
+    return checkpoint
+
+
+# --------------------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: Iterable, device: torch.device | str = "cpu",
+            flip_tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``(N, C)`` and targets ``(N,)`` over a loader, in eval mode.
+
+    ``flip_tta`` averages the logits of each image and its mirror image (test-time augmentation).
+    """
+    model.eval()
+    all_logits, all_targets = [], []
+    for images, targets in loader:
+        images = images.to(device)
+        logits = model(images)
+        if flip_tta:
+            logits = (logits + model(torch.flip(images, dims=[3]))) / 2
+        all_logits.append(logits.float().cpu())
+        all_targets.append(torch.as_tensor(targets).cpu())
+    return torch.cat(all_logits), torch.cat(all_targets)
+
+
+def evaluate(model: nn.Module, loader: Iterable, loss_fn: Callable | None = None,
+             device: torch.device | str = "cpu", flip_tta: bool = False) -> tuple[float, float]:
+    """Mean loss and accuracy (0-1) of ``model`` over ``loader``."""
+    logits, targets = predict(model, loader, device, flip_tta)
+    loss = loss_fn(logits, targets).item() if loss_fn is not None else float("nan")
+    accuracy = (logits.argmax(dim=1) == targets).float().mean().item()
+    return loss, accuracy
+
+
+# --------------------------------------------------------------------------- classifier
+
+def train_classifier(
+    model: nn.Module,
+    train_loader: Iterable,
+    val_loader: Iterable,
+    *,
+    epochs: int,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable,
+    device: torch.device | str = "cpu",
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scheduler_per_batch: bool = True,
+    ema_decay: float | None = None,
+    checkpoint_path: str | os.PathLike | None = None,
+    backbone_path: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, list[float]]:
+    """Train ``model`` and evaluate it on ``val_loader`` after every epoch.
+
+    Args:
+        model: a classifier returning raw logits ``(B, C)``; if it has a ``backbone``
+            attribute, that part is checkpointed on its own too.
+        train_loader, val_loader: iterables of ``(images (B, 3, H, W), targets (B,))``.
+        epochs: passes over ``train_loader``.
+        optimizer, loss_fn: as usual; ``loss_fn(logits, targets)``.
+        scheduler: optional; stepped after every batch (e.g. ``OneCycleLR``) or, with
+            ``scheduler_per_batch=False``, after every epoch.
+        ema_decay: keep an exponential moving average of the weights (e.g. 0.99) and
+            evaluate/checkpoint that average; ``None`` evaluates the raw weights.
+        checkpoint_path, backbone_path: where the best epoch's whole model and backbone
+            are saved (atomically); ``None`` saves nothing.
+
+    Returns:
+        History with one value per epoch: ``train_loss``, ``train_acc``, ``val_loss``,
+        ``val_acc``, ``lr``, ``epoch_seconds``; plus ``best_epoch`` (1-based) and ``best_val_acc``.
+    """
+    model.to(device)
+    ema = _make_ema(model, ema_decay)
+    history: dict[str, list[float]] = {k: [] for k in
+                                       ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds")}
+    best_acc = -1.0
+    epoch_bar = tqdm(range(1, epochs + 1), desc="epochs", disable=not progress, **_bar_style())
+    for epoch in epoch_bar:
+        start = time.perf_counter()
+        train_loss, train_acc = _train_one_epoch(model, train_loader, optimizer, loss_fn, device,
+                                                 scheduler if scheduler_per_batch else None, ema, progress)
+        if scheduler is not None and not scheduler_per_batch:
+            scheduler.step()
+        evaluated = ema.module if ema is not None else model
+        val_loss, val_acc = evaluate(evaluated, val_loader, loss_fn, device)
+        _record(history, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss, val_acc=val_acc,
+                lr=optimizer.param_groups[0]["lr"], epoch_seconds=time.perf_counter() - start)
+        if val_acc > best_acc:
+            best_acc = val_acc
+            history["best_epoch"], history["best_val_acc"] = epoch, val_acc
+            _save_best(evaluated, epoch, val_acc, checkpoint_path, backbone_path)
+        epoch_bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val_acc:.3f}", best=f"{best_acc:.3f}")
+    if ema is not None:  # leave the averaged weights in the model the caller holds
+        model.load_state_dict(ema.module.state_dict())
+    return history
+
+
+def _train_one_epoch(model, loader, optimizer, loss_fn, device, scheduler, ema, progress):
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for images, targets in tqdm(loader, desc="batches", leave=False, disable=not progress, **_bar_style()):
+        images, targets = images.to(device), targets.to(device)
+        logits = model(images)
+        loss = loss_fn(logits, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        total_loss += loss.item() * len(targets)
+        correct += (logits.argmax(dim=1) == targets).sum().item()
+        seen += len(targets)
+    return total_loss / seen, correct / seen
+
+
+# --------------------------------------------------------------------------- siamese
+
+def train_siamese(
+    network: nn.Module,
+    train_loader: Iterable,
+    *,
+    epochs: int,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable,
+    device: torch.device | str = "cpu",
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    eval_fn: Callable[[], dict[str, float]] | None = None,
+    progress: bool = True,
+) -> dict[str, list[float]]:
+    """Train an embedding network with a triplet loss.
+
+    Two kinds of ``train_loader`` are understood:
+
+    * batches of ``(anchor, positive, negative)`` images (a ``TripletDataset``): the loss is
+      ``loss_fn(emb_a, emb_p, emb_n)``, as with ``nn.TripletMarginLoss``;
+    * batches of ``(images, labels)`` (a class-balanced sampler): the loss is
+      ``loss_fn(embeddings, labels)`` and mines its own triplets, as with
+      :func:`helper_utils.losses.batch_hard_triplet_loss`.
+
+    ``network`` must have ``get_embedding`` (a ``SiameseNetwork``) or be the encoder itself.
+    ``eval_fn`` runs after every epoch (e.g. retrieval metrics on a catalog); its values
+    are added to the history.
+    """
+    network.to(device)
+    embed = getattr(network, "get_embedding", network)
+    history: dict[str, list[float]] = {"train_loss": [], "lr": [], "epoch_seconds": []}
+    epoch_bar = tqdm(range(1, epochs + 1), desc="epochs", disable=not progress, **_bar_style())
+    for _ in epoch_bar:
+        start = time.perf_counter()
+        network.train()
+        total, count = 0.0, 0
+        for batch in tqdm(train_loader, desc="batches", leave=False, disable=not progress, **_bar_style()):
+            if len(batch) == 3:  # (anchor, positive, negative)
+                anchor, positive, negative = (t.to(device) for t in batch)
+                loss = loss_fn(embed(anchor), embed(positive), embed(negative))
+                n = len(anchor)
+            else:  # (images, labels): the loss mines triplets inside the batch
+                images, labels = batch[0].to(device), batch[1].to(device)
+                loss = loss_fn(embed(images), labels)
+                n = len(images)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            total += loss.item() * n
+            count += n
+        _record(history, train_loss=total / count, lr=optimizer.param_groups[0]["lr"],
+                epoch_seconds=time.perf_counter() - start)
+        if eval_fn is not None:
+            network.eval()
+            _record(history, **eval_fn())
+        epoch_bar.set_postfix(loss=f"{total / count:.4f}")
+    return history
+
+
+# --------------------------------------------------------------------------- plumbing
+
+def _record(history: dict, **values: float) -> None:
+    for key, value in values.items():
+        history.setdefault(key, []).append(float(value))
+
+
+def _make_ema(model: nn.Module, decay: float | None):
+    if decay is None:
+        return None
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"ema_decay should be between 0 and 1, got {decay!r}")
+    return torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _save_best(model: nn.Module, epoch: int, val_acc: float, checkpoint_path, backbone_path) -> None:
+    meta = {"epoch": epoch, "val_acc": val_acc}
+    if checkpoint_path is not None:
+        save_checkpoint({"state_dict": copy.deepcopy(model.state_dict()), **meta}, checkpoint_path)
+    if backbone_path is not None and hasattr(model, "backbone"):
+        save_checkpoint({"state_dict": copy.deepcopy(model.backbone.state_dict()), **meta}, backbone_path)
+
+
+def _bar_style() -> dict:
+    """Progress bars that stay readable in CI logs: fewer refreshes when not a terminal."""
+    interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
+    return {"mininterval": 0.1 if interactive else 30.0, "dynamic_ncols": True}

@@ -1,0 +1,52 @@
+# The kit's commands. `make lab` sets everything up and starts JupyterLab; `make test` runs every check.
+# Each target is idempotent: a second run skips the work already done.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+LAB_PORT ?= 8888
+NBVAL_FLAGS := --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=1200 -p no:cacheprovider
+
+.PHONY: help setup data lab test test-fast test-notebooks release bench clean-notebooks
+
+help:
+	@echo "make lab        set up .venv, fetch the data, start JupyterLab on notebooks/"
+	@echo "make test       set up .venv, fetch the data, run the whole test suite (nbval included)"
+	@echo "make test-fast  the fast unit tests only"
+	@echo "make release    regenerate the learner notebooks from notebooks/solutions/"
+	@echo "make bench      time the data pipelines (python -m helper_utils.bench pipeline)"
+
+setup: $(STAMP)
+
+# Re-installs only when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $@
+
+data: $(STAMP)
+	$(BIN)/python -m helper_utils.data fetch
+
+lab: data
+	$(BIN)/jupyter lab --notebook-dir=notebooks --port=$(LAB_PORT) $(LAB_ARGS)
+
+test: data
+	$(BIN)/python -m helper_utils.release --check
+	$(BIN)/python -m helper_utils.release --clean --check
+	$(BIN)/python -m pytest tests
+	UNITTESTS_STRICT=1 $(BIN)/python -m pytest $(NBVAL_FLAGS) notebooks/solutions
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests -m "not slow"
+
+test-notebooks: data
+	UNITTESTS_STRICT=1 $(BIN)/python -m pytest $(NBVAL_FLAGS) notebooks/solutions
+
+release: $(STAMP)
+	$(BIN)/python -m helper_utils.release --clean
+	$(BIN)/python -m helper_utils.release
+
+bench: data
+	$(BIN)/python -m helper_utils.bench pipeline

@@ -1,0 +1,122 @@
+"""Figures for the notebooks: sample grids, class balance, training curves, confusion matrices, search results."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+__all__ = [
+    "to_image",
+    "show_grid",
+    "plot_class_balance",
+    "plot_history",
+    "plot_confusion_matrix",
+    "show_triplets",
+    "show_search_results",
+]
+
+
+def to_image(image) -> np.ndarray:
+    """A displayable ``(H, W, 3)`` array from a PIL image or a normalised ``(3, H, W)`` tensor."""
+    if isinstance(image, torch.Tensor):
+        array = image.detach().cpu().float()
+        if array.min() < 0:  # normalised with mean 0.5, std 0.5: back to [0, 1]
+            array = array * 0.5 + 0.5
+        return array.clamp(0, 1).permute(1, 2, 0).numpy()
+    return np.asarray(image.convert("RGB"))
+
+
+def show_grid(images: Sequence, titles: Sequence[str] | None = None, ncols: int = 8, size: float = 1.6,
+              suptitle: str | None = None):
+    """Show images in a grid, each with an optional title; returns the figure."""
+    nrows = max(1, int(np.ceil(len(images) / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + 0.3)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, image in enumerate(images):
+        ax = axes.flat[i]
+        ax.imshow(to_image(image))
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def plot_class_balance(counts: dict[str, dict[str, int]]):
+    """Bar chart of images per class for each split, e.g. ``{"train": {"dress": 241, ...}, ...}``."""
+    splits = list(counts)
+    classes = list(next(iter(counts.values())))
+    x = np.arange(len(classes))
+    width = 0.8 / len(splits)
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    for i, split in enumerate(splits):
+        ax.bar(x + i * width, [counts[split][c] for c in classes], width, label=split)
+    ax.set_xticks(x + width * (len(splits) - 1) / 2, classes, rotation=30)
+    ax.set_ylabel("images")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history: dict, metrics: Sequence[str] = ("train_loss", "val_loss", "val_acc")):
+    """Training curves: losses on the left, accuracy (or other metrics) on the right."""
+    losses = [m for m in metrics if "loss" in m and m in history]
+    others = [m for m in metrics if "loss" not in m and m in history]
+    fig, axes = plt.subplots(1, 2 if others else 1, figsize=(11 if others else 5.5, 3.5), squeeze=False)
+    for m in losses:
+        axes[0, 0].plot(range(1, len(history[m]) + 1), history[m], label=m)
+    axes[0, 0].set_xlabel("epoch"), axes[0, 0].set_title("loss"), axes[0, 0].legend()
+    if others:
+        for m in others:
+            axes[0, 1].plot(range(1, len(history[m]) + 1), history[m], label=m)
+        axes[0, 1].set_xlabel("epoch"), axes[0, 1].set_title("metrics"), axes[0, 1].legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion_matrix(targets, predictions, class_names: Sequence[str], normalize: bool = True):
+    """Confusion matrix (rows: true class) drawn by scikit-learn."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    ConfusionMatrixDisplay.from_predictions(
+        np.asarray(targets), np.asarray(predictions), labels=list(range(len(class_names))),
+        display_labels=class_names, normalize="true" if normalize else None,
+        values_format=".2f" if normalize else "d", cmap="Blues", ax=ax, colorbar=False, xticks_rotation=45)
+    fig.tight_layout()
+    return fig
+
+
+def show_triplets(triplets: Sequence, class_names: Sequence[str] | None = None, labels: Sequence | None = None):
+    """One row per ``(anchor, positive, negative)``."""
+    images, titles = [], []
+    for i, (anchor, positive, negative) in enumerate(triplets):
+        images += [anchor, positive, negative]
+        if labels is not None and class_names is not None:
+            a, p, n = labels[i]
+            titles += [f"anchor: {class_names[a]}", f"positive: {class_names[p]}", f"negative: {class_names[n]}"]
+        else:
+            titles += ["anchor", "positive", "negative"]
+    return show_grid(images, titles, ncols=3, size=1.8)
+
+
+def show_search_results(query, results: Sequence, labels: Sequence[str], distances: Sequence[float],
+                        query_label: str | None = None):
+    """The query, then its nearest catalog items with their label and distance (same class in green)."""
+    n = len(results) + 1
+    fig, axes = plt.subplots(1, n, figsize=(1.9 * n, 2.4))
+    axes[0].imshow(to_image(query))
+    axes[0].set_title(f"query\n{query_label or ''}", fontsize=9)
+    for ax, image, label, distance in zip(axes[1:], results, labels, distances):
+        ax.imshow(to_image(image))
+        colour = "green" if query_label is not None and label == query_label else "black"
+        ax.set_title(f"{label}\nd={distance:.2f}", fontsize=9, color=colour)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
