@@ -1,0 +1,91 @@
+"""Training loops on tiny synthetic data: history, schedulers, EMA, atomic checkpoints."""
+
+import torch
+from torch import nn
+
+from helper_utils.loaders import TensorLoader
+from helper_utils.losses import BatchHardTripletLoss
+from helper_utils.models import MobileNetLikeClassifier, SiameseEncoder, SiameseNetwork, MobileNetBackbone
+from helper_utils.training import (compute_class_weights, evaluate, load_checkpoint, save_checkpoint,
+                                   train_classifier, train_siamese)
+
+
+def _separable_data(n=48, size=16):
+    """Two classes: bright left half or bright right half. Learnable in a few steps."""
+    torch.manual_seed(0)
+    targets = torch.arange(n) % 2
+    images = torch.randint(0, 60, (n, 3, size, size), dtype=torch.uint8)
+    images[targets == 0, :, :, : size // 2] += 180
+    images[targets == 1, :, :, size // 2:] += 180
+    return images, targets
+
+
+def test_class_weights_are_inverse_frequency():
+    weights = compute_class_weights([0, 0, 0, 1], num_classes=3)
+    assert weights.dtype == torch.float32
+    assert torch.allclose(weights, torch.tensor([4 / 3, 4.0, 0.0]))
+
+
+def test_train_classifier_learns_and_checkpoints(tmp_path):
+    images, targets = _separable_data()
+    loader = TensorLoader(images, targets, batch_size=16, shuffle=True, seed=0)
+    model = MobileNetLikeClassifier(num_classes=2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    epochs = 6
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-2, total_steps=epochs * len(loader))
+    history = train_classifier(model, loader, TensorLoader(images, targets, batch_size=16), epochs=epochs,
+                               optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), scheduler=scheduler,
+                               checkpoint_path=tmp_path / "clf.pt", backbone_path=tmp_path / "bb.pt", progress=False)
+    assert len(history["val_acc"]) == epochs and history["val_acc"][-1] > 0.9
+    assert history["best_val_acc"] == max(history["val_acc"])
+    assert history["lr"][-1] < history["lr"][0] * 10  # one-cycle ends low
+    reloaded = MobileNetLikeClassifier(num_classes=2)
+    meta = load_checkpoint(reloaded, tmp_path / "clf.pt")
+    assert meta["epoch"] == history["best_epoch"]
+    _, acc = evaluate(reloaded, TensorLoader(images, targets, batch_size=16))
+    assert acc == history["best_val_acc"]
+    backbone = MobileNetBackbone()
+    load_checkpoint(backbone, tmp_path / "bb.pt")
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_ema_weights_end_in_the_model():
+    images, targets = _separable_data()
+    loader = TensorLoader(images, targets, batch_size=16)
+    model = MobileNetLikeClassifier(num_classes=2)
+    history = train_classifier(model, loader, loader, epochs=2, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                               loss_fn=nn.CrossEntropyLoss(), ema_decay=0.9, progress=False)
+    _, acc = evaluate(model, loader)
+    assert acc == history["val_acc"][-1]
+
+
+def test_save_checkpoint_leaves_old_file_on_failure(tmp_path, monkeypatch):
+    path = save_checkpoint({"state_dict": {"w": torch.ones(1)}}, tmp_path / "c.pt")
+
+    def broken_save(obj, f):
+        open(f, "wb").write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    try:
+        save_checkpoint({"state_dict": {"w": torch.zeros(1)}}, path)
+    except OSError:
+        pass
+    monkeypatch.undo()
+    assert torch.load(path)["state_dict"]["w"].item() == 1.0
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_train_siamese_accepts_triplets_and_labelled_batches():
+    images, targets = _separable_data(32)
+    network = SiameseNetwork(SiameseEncoder(MobileNetBackbone()))
+    x = images.float() / 127.5 - 1
+    triplets = [(x[:8], x[8:16], x[16:24])]
+    history = train_siamese(network, triplets, epochs=2, optimizer=torch.optim.Adam(network.parameters(), 1e-3),
+                            loss_fn=nn.TripletMarginLoss(margin=1.0), progress=False,
+                            eval_fn=lambda: {"P@1": 0.5})
+    assert len(history["train_loss"]) == 2 and history["P@1"] == [0.5, 0.5]
+    labelled = TensorLoader(images, targets, batch_size=16)
+    history = train_siamese(network, labelled, epochs=1, optimizer=torch.optim.Adam(network.parameters(), 1e-3),
+                            loss_fn=BatchHardTripletLoss(margin=0.2), progress=False)
+    assert history["train_loss"][0] >= 0
