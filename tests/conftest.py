@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny synthetic clothing datasets, and a data root isolated from the real one.
+
+The synthetic data has the layout ``fetch`` writes, so ``ClothingDataset(split, root=root)``
+and ``torchvision.datasets.ImageFolder(root / "clothing-dataset-small" / split)`` both read it::
+
+    <root>/clothing-dataset-small/<split>/<class>/<class>_<i>.jpg
+
+Each class has its own base colour (plus a little seeded noise), so a model can learn it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helper_utils.data import CLASSES_7, DATASET_FOLDER, SPLITS
+
+
+def make_synthetic_imagefolder(
+    root: Path,
+    classes: Sequence[str] = CLASSES_7,
+    splits: Sequence[str] = SPLITS,
+    per_class: int = 3,
+    size: tuple[int, int] = (24, 20),
+    seed: int = 0,
+) -> Path:
+    """Write ``per_class`` small JPEGs per split and class under ``root``; returns ``root``.
+
+    Args:
+        root: the data root to fill (created if needed).
+        classes: class folder names.
+        splits: split folder names.
+        per_class: images per class and split.
+        size: (width, height) of every image, deliberately not square.
+        seed: seeds the pixel noise.
+    """
+    rng = np.random.default_rng(seed)
+    for split in splits:
+        for label, name in enumerate(classes):
+            folder = Path(root) / DATASET_FOLDER / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            base = np.array([(37 * label) % 256, (91 * label + 60) % 256, (53 * label + 120) % 256])
+            for i in range(per_class):
+                noise = rng.integers(-20, 21, size=(size[1], size[0], 3))
+                pixels = np.clip(base + noise, 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{name}_{i}.jpg", quality=95)
+    return Path(root)
+
+
+@pytest.fixture
+def make_imagefolder(tmp_path):
+    """The builder itself, for tests that need other classes, sizes or counts (root defaults to tmp)."""
+
+    def build(root: Path | None = None, **kwargs) -> Path:
+        return make_synthetic_imagefolder(root or tmp_path / "data", **kwargs)
+
+    return build
+
+
+@pytest.fixture
+def synthetic_imagefolder(tmp_path) -> Path:
+    """A data root with the seven classes x three splits x 3 tiny JPEGs (63 files, ~0.1 s)."""
+    return make_synthetic_imagefolder(tmp_path / "data")
+
+
+@pytest.fixture
+def isolated_data_root(tmp_path, monkeypatch) -> Path:
+    """Point ``data_root()`` at an empty temp folder and hide every local archive copy."""
+    root = tmp_path / "isolated-data"
+    monkeypatch.setenv("FASHION_KIT_DATA", str(root))
+    monkeypatch.delenv("FASHION_KIT_ARCHIVE", raising=False)
+    monkeypatch.setattr("helper_utils.data._shared_archive", lambda: None)
+    return root
