@@ -4,28 +4,37 @@ Every name a notebook needs is importable from here, e.g. ``from helper_utils im
 The reference answers of earlier exercises live here too (``InvertedResidualBlock``,
 ``MobileNetBackbone``, ``TripletDataset``, ...), so a later notebook never depends on an
 earlier exercise being right.
+
+Names are imported on first use (PEP 562), so that ``python -m helper_utils.data`` and
+friends start without importing every module twice.
 """
 
-from helper_utils.data import (CLASSES_7, CLASSES_10, ClothingDataset, DatasetNotFoundError, FetchError,
-                               data_root, dataset_dir, fetch, make_loader)
-from helper_utils.device import get_device, seed_everything
-from helper_utils.models import (InvertedResidualBlock, MobileNetBackbone, MobileNetLikeClassifier,
-                                 SiameseEncoder, SiameseNetwork, count_parameters)
-from helper_utils.retrieval import find_closest, get_embeddings, get_query_img_embedding, retrieval_metrics
-from helper_utils.training import (checkpoint_dir, compute_class_weights, evaluate, load_checkpoint, predict,
-                                   save_checkpoint, train_classifier, train_siamese)
-from helper_utils.transforms import train_transform, val_transform
-from helper_utils.triplets import TripletDataset
+from importlib import import_module
 
-__all__ = [
-    "CLASSES_7", "CLASSES_10", "ClothingDataset", "DatasetNotFoundError", "FetchError",
-    "data_root", "dataset_dir", "fetch", "make_loader",
-    "get_device", "seed_everything",
-    "InvertedResidualBlock", "MobileNetBackbone", "MobileNetLikeClassifier", "SiameseEncoder",
-    "SiameseNetwork", "count_parameters",
-    "find_closest", "get_embeddings", "get_query_img_embedding", "retrieval_metrics",
-    "checkpoint_dir", "compute_class_weights", "evaluate", "load_checkpoint", "predict", "save_checkpoint",
-    "train_classifier", "train_siamese",
-    "train_transform", "val_transform",
-    "TripletDataset",
-]
+_EXPORTS = {
+    "helper_utils.data": ["CLASSES_7", "CLASSES_10", "ClothingDataset", "DatasetNotFoundError", "FetchError",
+                          "data_root", "dataset_dir", "fetch", "make_loader"],
+    "helper_utils.device": ["get_device", "seed_everything"],
+    "helper_utils.models": ["InvertedResidualBlock", "MobileNetBackbone", "MobileNetLikeClassifier",
+                            "SiameseEncoder", "SiameseNetwork", "count_parameters"],
+    "helper_utils.retrieval": ["find_closest", "get_embeddings", "get_query_img_embedding", "retrieval_metrics"],
+    "helper_utils.training": ["checkpoint_dir", "compute_class_weights", "evaluate", "load_checkpoint", "predict",
+                              "save_checkpoint", "train_classifier", "train_siamese"],
+    "helper_utils.transforms": ["train_transform", "val_transform"],
+    "helper_utils.triplets": ["TripletDataset"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = list(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'helper_utils' has no attribute {name!r}")
+    value = getattr(import_module(_MODULE_OF[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,154 @@
+"""Benchmarks of the kit, run on the machine at hand: ``python -m helper_utils.bench pipeline``.
+
+``pipeline`` times one training epoch of the same model fed three ways, in one run:
+
+(a) ``tutorial``: torchvision ``ImageFolder`` + ``DataLoader``: every access opens the JPEG,
+    decodes, resizes, flips and rotates it with PIL, one image at a time;
+(b) ``kit``: ``ClothingDataset`` (decoded and resized once, cached) + ``TensorLoader`` with
+    ``BatchAugment`` on whole uint8 batches (the recipe of notebook 03);
+(c) ``in-memory``: normalised float tensors already in memory, no augmentation: the model's
+    own compute, the limit any pipeline can reach.
+
+Timings are only compared as ratios within one run, on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from helper_utils.data import CLASSES_7, ClothingDataset, dataset_dir
+from helper_utils.loaders import TensorLoader
+from helper_utils.models import MobileNetLikeClassifier
+from helper_utils.recipes import ClassifierRecipe
+
+__all__ = ["time_epoch", "pipeline_benchmark", "machine_description", "main"]
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {torch.get_num_threads()} threads, Python {platform.python_version()}, "
+            f"torch {torch.__version__}, {platform.system()}")
+
+
+def time_epoch(loader, batch_size: int, seed: int = 0, warmup_batches: int = 2) -> tuple[float, int]:
+    """Seconds for one training epoch over ``loader`` (a fresh, identical model each time) and images seen."""
+    torch.manual_seed(seed)
+    model = MobileNetLikeClassifier(len(CLASSES_7)).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+
+    def step(images, targets):
+        loss = loss_fn(model(images.contiguous(memory_format=torch.channels_last)), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(warmup_batches):  # first calls allocate and pick kernels: keep them out of the timing
+        step(torch.randn(batch_size, 3, 64, 64), torch.zeros(batch_size, dtype=torch.long))
+    seen = 0
+    start = time.perf_counter()
+    for images, targets in loader:
+        step(images, targets)
+        seen += len(targets)
+    return time.perf_counter() - start, seen
+
+
+class _InMemory:
+    """Pre-normalised float batches, sliced in a fixed shuffled order: no work besides indexing."""
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, batch_size: int) -> None:
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+        self.images = (images.float() / 127.5 - 1)[order].contiguous(memory_format=torch.channels_last)
+        self.targets, self.batch_size = targets[order], batch_size
+
+    def __iter__(self):
+        for start in range(0, len(self.images), self.batch_size):
+            yield self.images[start:start + self.batch_size], self.targets[start:start + self.batch_size]
+
+
+def _tutorial_loader(batch_size: int, num_workers: int):
+    from torchvision import datasets, transforms as T
+
+    transform = T.Compose([T.Resize((64, 64)), T.RandomHorizontalFlip(), T.RandomRotation(10), T.ToTensor(),
+                           T.Normalize((0.5,) * 3, (0.5,) * 3)])
+
+    class SevenClassFolder(datasets.ImageFolder):
+        def find_classes(self, directory):
+            return list(CLASSES_7), {name: i for i, name in enumerate(CLASSES_7)}
+
+    folder = SevenClassFolder(str(dataset_dir() / "train"), transform=transform)
+    return torch.utils.data.DataLoader(folder, batch_size=batch_size, shuffle=True, num_workers=num_workers,
+                                       generator=torch.Generator().manual_seed(0))
+
+
+def pipeline_benchmark(batch_size: int = 64, num_workers: int = 0, repeats: int = 2) -> dict:
+    """Time (a), (b) and (c); returns seconds, images/s and the two ratios that matter.
+
+    One untimed epoch first warms the kernels up (oneDNN picks and caches its kernels on
+    the first batches of each shape); then each pipeline runs ``repeats`` epochs and its
+    fastest counts (the tutorial's once: it is the slow one by far).
+    """
+    start = time.perf_counter()
+    train = ClothingDataset("train")
+    cache_seconds = time.perf_counter() - start
+    images, targets = train.as_tensors()
+    recipe = ClassifierRecipe()
+    loaders = {
+        "tutorial": _tutorial_loader(batch_size, num_workers),
+        "kit": TensorLoader(images, targets, batch_size=batch_size, shuffle=True, augment=recipe.make_augment(),
+                            seed=0),
+        "in-memory": _InMemory(images, targets, batch_size),
+    }
+    results = {"machine": machine_description(), "batch_size": batch_size, "tutorial_num_workers": num_workers,
+               "cache_load_seconds": round(cache_seconds, 3), "epochs": {}}
+    time_epoch(loaders["in-memory"], batch_size)  # warm-up, not counted
+    for name, loader in loaders.items():
+        runs = [time_epoch(loader, batch_size) for _ in range(1 if name == "tutorial" else repeats)]
+        seconds, seen = min(runs)
+        results["epochs"][name] = {"seconds": round(seconds, 3), "images": seen,
+                                   "images_per_second": round(seen / seconds, 1)}
+        print(f"  {name:<10} {seconds:7.2f} s/epoch  {seen / seconds:8.1f} images/s", flush=True)
+    epochs = results["epochs"]
+    results["kit_vs_tutorial"] = round(epochs["kit"]["seconds"] / epochs["tutorial"]["seconds"], 3)
+    results["kit_vs_in_memory"] = round(epochs["kit"]["seconds"] / epochs["in-memory"]["seconds"], 3)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helper_utils.bench", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    pipe = commands.add_parser("pipeline", help="time one epoch fed three ways: tutorial, kit, in-memory")
+    pipe.add_argument("--batch-size", type=int, default=64)
+    pipe.add_argument("--num-workers", type=int, default=0, help="DataLoader workers of the tutorial pipeline")
+    pipe.add_argument("--repeats", type=int, default=2, help="epochs timed for the kit and in-memory pipelines")
+    pipe.add_argument("--json", type=Path, help="also write the results to this file")
+    args = parser.parse_args(argv)
+
+    print(f"Pipeline benchmark on {machine_description()}", flush=True)
+    results = pipeline_benchmark(args.batch_size, args.num_workers, args.repeats)
+    print(f"kit / tutorial   = {results['kit_vs_tutorial']:.3f}  (target <= 0.2: at least 5x faster)")
+    print(f"kit / in-memory  = {results['kit_vs_in_memory']:.3f}  (target <= 1.5)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

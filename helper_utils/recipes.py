@@ -1,0 +1,177 @@
+"""The kit's training recipes, as dataclasses with a reason for every value, and the functions that run them.
+
+Notebook 03 shows the classifier recipe step by step; notebooks 05 and 06 call
+:func:`load_or_train_backbone` / :func:`load_or_train_encoder`, which load the checkpoint an
+earlier notebook wrote or train one here, and say which they did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from helper_utils.augment import BatchAugment
+from helper_utils.data import ClothingDataset
+from helper_utils.device import get_device, seed_everything
+from helper_utils.loaders import ClassBalancedLoader, TensorLoader
+from helper_utils.losses import BatchHardTripletLoss
+from helper_utils.models import MobileNetBackbone, MobileNetLikeClassifier, SiameseEncoder
+from helper_utils.retrieval import get_embeddings, retrieval_metrics
+from helper_utils.training import (checkpoint_dir, compute_class_weights, load_checkpoint, save_checkpoint,
+                                   train_classifier, train_siamese)
+
+__all__ = [
+    "ClassifierRecipe",
+    "SiameseRecipe",
+    "classifier_training_setup",
+    "fit_classifier",
+    "load_or_train_backbone",
+    "fit_siamese",
+    "load_or_train_encoder",
+    "embedding_metrics",
+]
+
+
+@dataclass
+class ClassifierRecipe:
+    """How the kit trains the 32.6k-parameter classifier from scratch on a laptop CPU."""
+
+    epochs: int = 100  # ~2 s an epoch on a 2-core CPU: the whole run stays under 5 minutes
+    batch_size: int = 64  # small batches: more steps per epoch, and a regularising noise
+    max_lr: float = 4e-3  # peak of the one-cycle schedule (AdamW)
+    weight_decay: float = 5e-4  # AdamW's decoupled decay
+    label_smoothing: float = 0.1  # soft targets: less over-confident on look-alike classes
+    class_weights: bool = True  # inverse-frequency weighted cross-entropy (notebook 01)
+    ema_decay: float | None = None  # evaluate an exponential moving average of the weights
+    augment: dict = field(default_factory=lambda: dict(  # BatchAugment arguments
+        flip=0.5, zoom=(0.8, 1.25), aspect=0.15, degrees=10.0, translate=0.08,
+        brightness=0.2, contrast=0.2, saturation=0.2, erase=0.25))
+    seed: int = 42  # the same seed gives the same run on the same machine
+
+    def make_augment(self) -> BatchAugment:
+        return BatchAugment(**self.augment, seed=self.seed)
+
+
+@dataclass
+class SiameseRecipe:
+    """How the kit fine-tunes the backbone into an embedding for visual search."""
+
+    epochs: int = 20
+    classes_per_batch: int = 7  # P: every class in every batch
+    samples_per_class: int = 8  # K: several positives per anchor to mine from
+    lr: float = 3e-4  # small: the backbone is already good, don't wreck it
+    weight_decay: float = 1e-4
+    margin: float = 0.2  # in units of the L2-normalised embedding (distances lie in [0, 2])
+    augment: dict = field(default_factory=lambda: dict(flip=0.5, zoom=(0.9, 1.1), degrees=5.0, translate=0.05))
+    seed: int = 42
+
+
+def _recipe_data(device):
+    train, val = ClothingDataset("train"), ClothingDataset("validation")
+    return train, val
+
+
+def classifier_training_setup(model: nn.Module, train: ClothingDataset, recipe: ClassifierRecipe):
+    """Loader, optimizer, one-cycle scheduler and weighted, smoothed loss for ``recipe``."""
+    loader = TensorLoader.from_dataset(train, batch_size=recipe.batch_size, shuffle=True, drop_last=True,
+                                       augment=recipe.make_augment(), seed=recipe.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.max_lr, weight_decay=recipe.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.max_lr,
+                                                    total_steps=recipe.epochs * len(loader))
+    weights = compute_class_weights(train.targets, len(train.classes)) if recipe.class_weights else None
+    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=recipe.label_smoothing)
+    return loader, optimizer, scheduler, loss_fn
+
+
+def fit_classifier(recipe: ClassifierRecipe | None = None, model: nn.Module | None = None, device=None,
+                   progress: bool = True, save_dir: Path | None = None):
+    """Train a classifier with ``recipe``; saves the best checkpoint and backbone under ``save_dir``.
+
+    Returns:
+        ``(model, history)``.
+    """
+    recipe = recipe or ClassifierRecipe()
+    device = device or get_device()
+    seed_everything(recipe.seed)
+    train, val = _recipe_data(device)
+    model = (model or MobileNetLikeClassifier(len(train.classes))).to(device, memory_format=torch.channels_last)
+    loader, optimizer, scheduler, loss_fn = classifier_training_setup(model, train, recipe)
+    save_dir = Path(save_dir) if save_dir is not None else checkpoint_dir()
+    history = train_classifier(
+        model, loader, TensorLoader.from_dataset(val, batch_size=256), epochs=recipe.epochs,
+        optimizer=optimizer, loss_fn=loss_fn.to(device), device=device, scheduler=scheduler,
+        ema_decay=recipe.ema_decay, checkpoint_path=save_dir / "classifier_best.pt",
+        backbone_path=save_dir / "backbone_best.pt", progress=progress)
+    history["recipe"] = asdict(recipe)
+    return model, history
+
+
+def load_or_train_backbone(device=None, save_dir: Path | None = None, progress: bool = True):
+    """The backbone notebook 03 trained, or a freshly trained one when there is none.
+
+    Returns:
+        ``(backbone, message)``: the message says which it was.
+    """
+    device = device or get_device()
+    path = (Path(save_dir) if save_dir is not None else checkpoint_dir()) / "backbone_best.pt"
+    backbone = MobileNetBackbone()
+    if path.exists():
+        meta = load_checkpoint(backbone, path, device)
+        return backbone.to(device), (f"Loaded the backbone trained in notebook 03 from {path.name} "
+                                     f"(epoch {meta['epoch']}, validation accuracy {meta['val_acc']:.1%}).")
+    model, history = fit_classifier(device=device, progress=progress, save_dir=save_dir)
+    return model.backbone, (f"No checkpoint at {path}: trained a classifier here instead "
+                            f"(best validation accuracy {history['best_val_acc']:.1%}) and saved its backbone.")
+
+
+def embedding_metrics(encoder: nn.Module, dataset, device, ks=(1, 5)) -> dict[str, float]:
+    """Leave-one-out retrieval metrics of ``encoder`` on ``dataset`` (every item queries the others)."""
+    embeddings = get_embeddings(encoder, dataset, device)
+    return retrieval_metrics(embeddings, dataset.targets, ks=ks)
+
+
+def fit_siamese(backbone: nn.Module, recipe: SiameseRecipe | None = None, device=None, progress: bool = True,
+                eval_dataset=None, save_dir: Path | None = None):
+    """Fine-tune ``SiameseEncoder(backbone)`` with batch-hard triplets on class-balanced batches.
+
+    Returns:
+        ``(encoder, history)``; the encoder is saved to ``<save_dir>/encoder_best.pt`` at the end.
+    """
+    recipe = recipe or SiameseRecipe()
+    device = device or get_device()
+    seed_everything(recipe.seed)
+    train = ClothingDataset("train")
+    images, targets = train.as_tensors()
+    loader = ClassBalancedLoader(images, targets, recipe.classes_per_batch, recipe.samples_per_class,
+                                 augment=BatchAugment(**recipe.augment, seed=recipe.seed), seed=recipe.seed)
+    encoder = SiameseEncoder(backbone).to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(encoder.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs * len(loader))
+    eval_fn = (lambda: embedding_metrics(encoder, eval_dataset, device)) if eval_dataset is not None else None
+    history = train_siamese(encoder, loader, epochs=recipe.epochs, optimizer=optimizer,
+                            loss_fn=BatchHardTripletLoss(recipe.margin), device=device, scheduler=scheduler,
+                            eval_fn=eval_fn, progress=progress)
+    encoder.eval()
+    save_dir = Path(save_dir) if save_dir is not None else checkpoint_dir()
+    save_checkpoint({"state_dict": encoder.state_dict(), "recipe": asdict(recipe)}, save_dir / "encoder_best.pt")
+    return encoder, history
+
+
+def load_or_train_encoder(device=None, save_dir: Path | None = None, progress: bool = True):
+    """The encoder notebook 05 trained, or a fresh one (backbone from notebook 03 or trained here).
+
+    Returns:
+        ``(encoder, message)``.
+    """
+    device = device or get_device()
+    path = (Path(save_dir) if save_dir is not None else checkpoint_dir()) / "encoder_best.pt"
+    if path.exists():
+        encoder = SiameseEncoder(MobileNetBackbone())
+        load_checkpoint(encoder, path, device)
+        return encoder.to(device).eval(), f"Loaded the encoder trained in notebook 05 from {path.name}."
+    backbone, message = load_or_train_backbone(device, save_dir, progress)
+    encoder, _ = fit_siamese(backbone, device=device, progress=progress, save_dir=save_dir)
+    return encoder, f"{message} No encoder at {path}: fine-tuned one here and saved it."
