@@ -1,0 +1,170 @@
+"""The visual-search UI of notebook 06: pick a catalog photo or upload one, see its nearest neighbours.
+
+The logic lives in plain functions (:func:`load_query_image`, :meth:`VisualSearch.search`)
+that tests call directly; :meth:`VisualSearch.widget` only wires them to ipywidgets.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from helper_utils.retrieval import get_query_img_embedding, knn
+
+__all__ = ["QueryImageError", "MAX_UPLOAD_BYTES", "MAX_SIDE", "load_query_image", "SearchResult", "VisualSearch"]
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # a phone photo is 2-8 MB; more is a mistake or an attack
+MAX_SIDE = 1024  # the model sees 64x64: larger photos are shrunk right away to save memory
+MAX_PIXELS = 60_000_000  # refuse "decompression bombs" before decoding them
+
+
+class QueryImageError(ValueError):
+    """An upload that cannot be used as a query; the message says why and what to do."""
+
+
+def load_query_image(data: bytes, name: str = "upload") -> Image.Image:
+    """Decode uploaded bytes into an RGB PIL image, or raise :class:`QueryImageError` saying why.
+
+    Grayscale, palette, RGBA (transparent areas become white) and 16-bit images are converted;
+    huge images are shrunk to at most ``MAX_SIDE`` pixels a side.
+    """
+    if not data:
+        raise QueryImageError(f"{name} is empty (0 bytes): choose a JPEG or PNG photo")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise QueryImageError(f"{name} is {len(data) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
+    try:
+        image = Image.open(io.BytesIO(data))
+        if image.width * image.height > MAX_PIXELS:
+            raise QueryImageError(f"{name} is {image.width}x{image.height} pixels, too large to decode safely")
+        image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at a reduced scale, much faster
+        image.load()
+    except QueryImageError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise QueryImageError(f"{name} is not a readable image ({type(error).__name__}: {error}); "
+                              "upload a JPEG or PNG photo") from None
+    image.thumbnail((MAX_SIDE, MAX_SIDE))
+    return _to_rgb(image)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGB", image.size, (255, 255, 255))  # product photos sit on white
+        background.paste(image, mask=image.getchannel("A"))
+        return background
+    if image.mode in ("I", "I;16", "F"):  # 16-bit or float grayscale: scale to 8 bits first
+        array = np.asarray(image, dtype=np.float32)
+        span = max(float(array.max() - array.min()), 1e-6)
+        image = Image.fromarray(((array - array.min()) / span * 255).astype(np.uint8))
+    return image.convert("RGB")
+
+
+@dataclass
+class SearchResult:
+    indices: np.ndarray  # (k,) catalog positions, nearest first
+    distances: np.ndarray  # (k,) Euclidean distances
+    labels: list[str]  # class name of each result
+    seconds: float  # time to embed the query and search
+
+
+class VisualSearch:
+    """Search a catalog of photos by example.
+
+    Args:
+        encoder: maps ``(B, 3, 64, 64)`` to ``(B, D)`` embeddings.
+        catalog: dataset of ``(PIL image, label)`` with ``.classes`` (a ``ClothingDataset``
+            without transform), used to show results.
+        embeddings: ``(N, D)`` embeddings of ``catalog``, in its order.
+        transform: the validation transform (PIL image -> ``(3, 64, 64)`` tensor).
+        device: where the encoder runs.
+    """
+
+    def __init__(self, encoder: torch.nn.Module, catalog, embeddings: np.ndarray, transform: Callable,
+                 device: torch.device | str = "cpu") -> None:
+        if len(catalog) != len(embeddings):
+            raise ValueError(f"{len(catalog)} catalog items but {len(embeddings)} embeddings")
+        self.encoder, self.catalog, self.embeddings = encoder, catalog, np.asarray(embeddings)
+        self.transform, self.device = transform, device
+
+    def search(self, image: Image.Image, k: int = 5, exclude: int | None = None) -> SearchResult:
+        """The ``k`` catalog items nearest to ``image``; ``exclude`` leaves one catalog index out (the query itself)."""
+        start = time.perf_counter()
+        query = get_query_img_embedding(self.encoder, self.transform, image, self.device)  # (1, D)
+        extra = 1 if exclude is not None else 0
+        indices, distances = knn(self.embeddings, query, k=min(k + extra, len(self.embeddings)))
+        indices, distances = indices[0], distances[0]
+        if exclude is not None:
+            keep = indices != exclude
+            indices, distances = indices[keep][:k], distances[keep][:k]
+        seconds = time.perf_counter() - start
+        labels = [self.catalog.classes[self.catalog.targets[i]] for i in indices]
+        return SearchResult(indices, distances, labels, seconds)
+
+    def search_upload(self, data: bytes, name: str = "upload", k: int = 5) -> SearchResult:
+        return self.search(load_query_image(data, name), k)
+
+    def widget(self, k: int = 5, choices: Sequence[int] | None = None):
+        """An ipywidgets UI: a catalog picker, an upload button, a k slider and the results."""
+        import ipywidgets as widgets
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        from helper_utils.plotting import show_search_results
+
+        choices = list(choices) if choices is not None else list(range(len(self.catalog)))
+        options = [(f"#{i} {self.catalog.classes[self.catalog.targets[i]]}", i) for i in choices]
+        picker = widgets.Dropdown(options=options, description="Catalog:")
+        upload = widgets.FileUpload(accept=".jpg,.jpeg,.png,image/*", multiple=False, description="Upload")
+        k_slider = widgets.IntSlider(value=k, min=1, max=min(12, len(self.catalog) - 1), description="k")
+        status = widgets.HTML()
+        output = widgets.Output()
+
+        def show(query: Image.Image, result: SearchResult, query_label: str | None) -> None:
+            with output:
+                output.clear_output(wait=True)
+                images = [self.catalog[i][0] for i in result.indices]
+                show_search_results(query, images, result.labels, result.distances, query_label)
+                plt.show()
+            status.value = f"top {len(result.indices)} in {result.seconds * 1000:.1f} ms"
+
+        def on_pick(_=None) -> None:
+            index = picker.value
+            query, label = self.catalog[index]
+            show(query, self.search(query, k_slider.value, exclude=index), self.catalog.classes[label])
+
+        def on_upload(change) -> None:
+            files = _uploaded_files(change["new"])
+            if not files:
+                return
+            name, data = files[0]
+            try:
+                query = load_query_image(data, name)
+            except QueryImageError as error:
+                status.value = f"<span style='color:#b00'>{error}</span>"
+                return
+            show(query, self.search(query, k_slider.value), None)
+
+        picker.observe(on_pick, names="value")
+        k_slider.observe(on_pick, names="value")
+        upload.observe(on_upload, names="value")
+        ui = widgets.VBox([widgets.HBox([picker, upload, k_slider]), status, output])
+        on_pick()
+        display(ui)
+        return ui
+
+
+def _uploaded_files(value) -> list[tuple[str, bytes]]:
+    """(name, bytes) of FileUpload's value: a tuple of dicts in ipywidgets 8, a dict in 7."""
+    items = value.values() if isinstance(value, dict) else value
+    files = []
+    for item in items:
+        content = item["content"]
+        files.append((item.get("name") or item.get("metadata", {}).get("name", "upload"), bytes(content)))
+    return files
