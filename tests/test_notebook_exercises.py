@@ -1,0 +1,54 @@
+"""Every grader cell, run on the exercise cells of each notebook: passes on the solution, fails cleanly on the stub.
+
+Only the cells tagged ``setup`` and ``exercise`` run before the grader cells (no training, no
+data loading), so this takes seconds. nbval runs the whole solution notebooks separately.
+"""
+
+import contextlib
+import io
+
+import nbformat
+import pytest
+
+from helper_utils import release
+
+SOLUTIONS = sorted(release.SOLUTIONS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def _graded_cells(path):
+    nb = nbformat.read(path, as_version=4)
+    return [cell for cell in nb.cells if cell.cell_type == "code"
+            and {"setup", "exercise", "grader"} & set(cell.metadata.get("tags", []))]
+
+
+def _run(path, monkeypatch):
+    """Run setup and exercise cells, then return the report of every grader cell."""
+    monkeypatch.delenv("UNITTESTS_STRICT", raising=False)
+    monkeypatch.chdir(path.parent)
+    namespace: dict = {"__name__": "__main__"}
+    reports = []
+    for cell in _graded_cells(path):
+        tags = cell.metadata.get("tags", [])
+        with contextlib.redirect_stdout(io.StringIO()):
+            if "grader" in tags:
+                reports.append((cell.source.strip(), eval(compile(cell.source, path.name, "eval"), namespace)))
+            else:
+                exec(compile(cell.source, path.name, "exec"), namespace)
+    return reports
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
+def test_graders_pass_on_the_solution(path, monkeypatch):
+    reports = _run(path, monkeypatch)
+    assert reports, f"{path.name} has no grader cell"
+    for call, report in reports:
+        assert report, f"{call} fails on the solution:\n{report}"
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
+def test_graders_fail_cleanly_on_the_learner_stub(path, monkeypatch):
+    learner = release.NOTEBOOKS / path.name
+    reports = _run(learner, monkeypatch)  # an exception here means the stub itself does not run
+    for call, report in reports:
+        assert not report, f"{call} passes on the empty stub"
+        assert "failed" in report.summary()
