@@ -1,0 +1,203 @@
+"""The graders of notebooks 01-03 pass the references and correct alternatives, and fail stubs and mutants.
+
+Graders are named ``test_*``: they are reached through ``unittests.<name>`` only, never imported
+by name (pytest would collect them as tests). ``test_transforms`` takes two answers, so its
+answers here are ``(train_transform, val_transform)`` pairs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import unittests
+from helper_utils import models
+from helper_utils import transforms as reference_transforms
+from helper_utils.training import compute_class_weights
+
+
+def _load(name: str):
+    """Import a sibling ``mutants_*.py`` by path, whatever sys.path and package layout pytest uses."""
+    key = f"_graders_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
+
+transforms = _load("mutants_transforms")
+block = _load("mutants_block")
+backbone = _load("mutants_backbone")
+
+# grader name: (reference answer, {name: correct alternative}, {name: stub}, {name: (mutant, phrase in its hints)})
+GRADERS = {
+    "test_transforms": ((reference_transforms.train_transform, reference_transforms.val_transform),
+                        transforms.TRANSFORMS_CORRECT, transforms.TRANSFORMS_STUBS, transforms.TRANSFORMS_MUTANTS),
+    "test_class_weights": (compute_class_weights, transforms.WEIGHTS_CORRECT, transforms.WEIGHTS_STUBS,
+                           transforms.WEIGHTS_MUTANTS),
+    "test_block": (models.InvertedResidualBlock, block.CORRECT, block.STUBS, block.MUTANTS),
+    "test_backbone": (models.MobileNetBackbone, backbone.BACKBONE_CORRECT, backbone.BACKBONE_STUBS,
+                      backbone.BACKBONE_MUTANTS),
+    "test_classifier": (models.MobileNetLikeClassifier, backbone.CLASSIFIER_CORRECT, backbone.CLASSIFIER_STUBS,
+                        backbone.CLASSIFIER_MUTANTS),
+}
+
+
+def _grade(grader: str, answer):
+    fn = getattr(unittests, grader)
+    return fn(*answer) if grader == "test_transforms" else fn(answer)
+
+
+def _params(kind: str):
+    index = {"correct": 1, "stub": 2}[kind]
+    return [pytest.param(grader, answer, id=f"{grader}-{name}")
+            for grader, entry in GRADERS.items() for name, answer in entry[index].items()]
+
+
+def _mutant_params():
+    return [pytest.param(grader, name, mutant, phrase, id=f"{grader}-{name}")
+            for grader, entry in GRADERS.items() for name, (mutant, phrase) in entry[3].items()]
+
+
+def _failed(report):
+    return [r for r in report.results if not r.passed and not r.skipped]
+
+
+@pytest.fixture(autouse=True)
+def _lenient(monkeypatch):
+    monkeypatch.delenv(unittests.STRICT_ENV, raising=False)
+
+
+@pytest.mark.parametrize("grader", GRADERS)
+def test_grader_passes_the_reference_quickly(grader, capsys):
+    start = time.perf_counter()
+    report = _grade(grader, GRADERS[grader][0])
+    seconds = time.perf_counter() - start
+    out = capsys.readouterr().out
+    assert report, out
+    assert report.summary() == f"All {len(report.results)} tests passed"
+    assert report.summary() in out
+    assert seconds < 2.0, f"{grader} took {seconds:.2f} s on the reference (budget: well under 2 s)"
+
+
+@pytest.mark.parametrize("grader, answer", _params("correct"))
+def test_grader_passes_a_correct_alternative(grader, answer, capsys):
+    report = _grade(grader, answer)
+    assert report, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("grader, answer", _params("stub"))
+def test_grader_fails_the_stub_cleanly(grader, answer, capsys):
+    report = _grade(grader, answer)
+    out = capsys.readouterr().out
+    assert not report
+    assert report.summary().endswith("failed") and report.summary() in out
+    failed = _failed(report)
+    assert failed and all(r.hint for r in failed), out
+
+
+@pytest.mark.parametrize("grader, name, mutant, phrase", _mutant_params())
+def test_grader_fails_a_mutant_with_the_right_hint(grader, name, mutant, phrase, capsys):
+    report = _grade(grader, mutant)
+    out = capsys.readouterr().out
+    assert not report, f"{grader} passed the mutant '{name}':\n{out}"
+    failed = _failed(report)
+    assert all(r.hint for r in failed), out
+    assert any(phrase in r.hint for r in failed), f"no hint of '{name}' says {phrase!r}:\n{out}"
+
+
+@pytest.mark.parametrize("grader", GRADERS)
+def test_grader_has_five_mutants_or_more(grader):
+    assert len(GRADERS[grader][3]) >= 5
+
+
+class _RaisesInInit:
+    def __init__(self, *args, **kwargs):
+        raise ValueError("learner bug")
+
+
+def _raises(*args, **kwargs):
+    raise ValueError("learner bug")
+
+
+@pytest.mark.parametrize("grader", GRADERS)
+@pytest.mark.parametrize("junk", [42, "InvertedResidualBlock", _RaisesInInit, _raises, lambda *a, **k: object()],
+                         ids=["int", "str", "raises-in-init", "raises", "returns-object"])
+def test_grader_never_crashes_on_junk(grader, junk, capsys):
+    answer = (junk, junk) if grader == "test_transforms" else junk
+    report = _grade(grader, answer)
+    out = capsys.readouterr().out
+    assert not report
+    assert all(r.hint for r in _failed(report)), out
+    if junk in (_RaisesInInit, _raises):
+        assert "ValueError: learner bug" in out
+
+
+@pytest.mark.parametrize("grader", GRADERS)
+def test_grader_raises_in_strict_mode(grader, monkeypatch, capsys):
+    monkeypatch.setenv(unittests.STRICT_ENV, "1")
+    stub = next(iter(GRADERS[grader][2].values()))
+    with pytest.raises(unittests.GraderFailed):
+        _grade(grader, stub)
+    assert _grade(grader, GRADERS[grader][0])  # a passing grader does not raise
+
+
+def test_graders_leave_threads_and_random_state_alone():
+    threads = torch.get_num_threads()
+    random.seed(123)
+    np.random.seed(123)
+    torch.manual_seed(123)
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(123)
+    np.random.seed(123)
+    torch.manual_seed(123)
+    for grader, entry in GRADERS.items():
+        _grade(grader, entry[0])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+    assert torch.get_num_threads() == threads
+
+
+def test_reference_parameter_counts_match_the_spec():
+    assert models.count_parameters(models.MobileNetBackbone()) == 32_584
+    assert models.count_parameters(models.MobileNetLikeClassifier()) == 33_039
+
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+@pytest.mark.parametrize("notebook", ["01_data_pipeline", "02_inverted_residual_block", "03_backbone_and_classifier"])
+@pytest.mark.parametrize("kind", ["solutions", "learner"])
+def test_notebook_grader_cells(notebook, kind, capsys):
+    """Run the notebook's setup and exercise cells, then its grader cells: the solution passes, the learner's
+    untouched stub fails cleanly (no data is needed: these cells only define things)."""
+    import json
+
+    path = NOTEBOOKS / ("solutions" if kind == "solutions" else "") / f"{notebook}.ipynb"
+    if not path.exists():
+        pytest.skip(f"{path} not written yet")
+    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    namespace: dict = {}
+    reports = []
+    for cell in cells:
+        tags = set(cell.get("metadata", {}).get("tags", []))
+        source = "".join(cell["source"])
+        if tags & {"setup", "exercise"}:
+            exec(compile(source, f"{path.name}:{'/'.join(sorted(tags))}", "exec"), namespace)
+        elif "grader" in tags:
+            reports.append(eval(source.strip(), namespace))
+    out = capsys.readouterr().out
+    assert reports, f"no grader cells in {path}"
+    assert all(isinstance(r, unittests.Report) for r in reports)
+    if kind == "solutions":
+        assert all(reports), out
+    else:
+        assert not any(reports), out
