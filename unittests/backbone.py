@@ -16,14 +16,12 @@ from torch import nn
 from helper_utils.models import InvertedResidualBlock as _RefBlock
 from helper_utils.models import MobileNetBackbone as _RefBackbone
 from helper_utils.models import MobileNetLikeClassifier as _RefClassifier
-from unittests.blocks import (
-    _STAGES,
+from unittests._checks import (
     _call,
     _copy_leaves,
     _copy_weights,
     _count,
     _describe,
-    _grade,
     _gradient_case,
     _init_hint,
     _module,
@@ -32,7 +30,8 @@ from unittests.blocks import (
     _shape,
     _tensor,
 )
-from unittests.framework import Case, check, fail, require_callable
+from unittests.blocks import _STAGES
+from unittests.framework import Case, check, fail, grade, require_callable
 
 __all__ = ["test_backbone", "test_classifier"]
 
@@ -253,7 +252,7 @@ def _case_backbone_reference(Backbone: Any) -> None:
 def test_backbone(MobileNetBackbone):
     """Grade notebook 03's ``MobileNetBackbone`` class (pass the class, not an instance)."""
     M = MobileNetBackbone
-    return _grade("test_backbone", [
+    return grade("test_backbone", [
         Case("MobileNetBackbone is defined", lambda: require_callable(M, "MobileNetBackbone"), required=True),
         Case("builds, with stem, blocks and _make_block", lambda: _case_backbone_build(M), required=True),
         Case("[B, 3, 64, 64] -> [B, 64, 4, 4], and other sizes", lambda: _case_backbone_shapes(M)),
@@ -392,7 +391,7 @@ def _case_classifier_gradients(Classifier: Any) -> None:
 def test_classifier(MobileNetLikeClassifier):
     """Grade notebook 03's ``MobileNetLikeClassifier`` class (pass the class, not an instance)."""
     M = MobileNetLikeClassifier
-    return _grade("test_classifier", [
+    return grade("test_classifier", [
         Case("MobileNetLikeClassifier is defined", lambda: require_callable(M, "MobileNetLikeClassifier"),
              required=True),
         Case("builds, with backbone and head", lambda: _case_classifier_build(M), required=True),

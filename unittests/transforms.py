@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from unittests.blocks import _call, _describe, _grade
-from unittests.framework import Case, check, fail, require_callable
+from unittests._checks import _call, _describe
+from unittests.framework import Case, check, fail, grade, require_callable
 
 __all__ = ["test_transforms", "test_class_weights"]
 
@@ -176,7 +176,7 @@ def test_transforms(train_transform, val_transform):
         require_callable(tr, "train_transform")
         require_callable(va, "val_transform")
 
-    return _grade("test_transforms", [
+    return grade("test_transforms", [
         Case("train_transform and val_transform are defined", _defined, required=True),
         Case("val_transform: float tensor [3, 64, 64] from any image size", lambda: _case_val_shapes(va)),
         Case("train_transform: float tensor [3, 64, 64] from any image size", lambda: _case_train_shapes(tr)),
@@ -302,7 +302,7 @@ def _case_cw_absent(fn: Any) -> None:
 def test_class_weights(compute_class_weights):
     """Grade notebook 01's ``compute_class_weights(targets, num_classes)`` (pass the function)."""
     fn = compute_class_weights
-    return _grade("test_class_weights", [
+    return grade("test_class_weights", [
         Case("compute_class_weights is defined", lambda: require_callable(fn, "compute_class_weights"), required=True),
         Case("returns a float tensor of length num_classes", lambda: _case_cw_type(fn), required=True),
         Case("weights proportional to 1 / count", lambda: _case_cw_inverse(fn)),
