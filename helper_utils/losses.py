@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["pairwise_distances", "batch_hard_triplet_loss", "BatchHardTripletLoss"]
+__all__ = ["pairwise_distances", "batch_hard_triplet_loss", "semi_hard_triplet_loss", "MinedTripletLoss"]
 
 
 def pairwise_distances(embeddings: torch.Tensor) -> torch.Tensor:
@@ -47,12 +47,52 @@ def batch_hard_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, marg
     return F.relu(hardest_positive - hardest_negative + margin)[valid].mean()
 
 
-class BatchHardTripletLoss(torch.nn.Module):
-    """Module form of :func:`batch_hard_triplet_loss`: ``loss(embeddings, labels)``."""
+def semi_hard_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: float = 0.2,
+                           normalize: bool = True) -> torch.Tensor:
+    """For each (anchor, positive) pair: the nearest negative that is still farther than the positive.
 
-    def __init__(self, margin: float = 0.2, normalize: bool = True) -> None:
+    Semi-hard negatives (Schroff et al., FaceNet, 2015) violate the margin without being closer
+    than the positive; they teach steadily where the very hardest negatives (often mislabelled
+    or look-alike photos) can pull the embedding apart. When no negative is farther than the
+    positive, the farthest negative is used.
+
+    Returns:
+        The mean of ``relu(d(a, p) - d(a, n_semi_hard) + margin)`` over every (anchor, positive) pair.
+    """
+    if normalize:
+        embeddings = F.normalize(embeddings, dim=1)
+    distances = pairwise_distances(embeddings)  # (B, B)
+    same = labels[:, None] == labels[None, :]
+    not_self = ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    positives = same & not_self  # (B, B): a, p
+    negatives = (~same)[:, None, :]  # (B, 1, B): a, -, n
+    d_ap = distances[:, :, None]  # (B, B, 1)
+    d_an = distances[:, None, :]  # (B, 1, B)
+    beyond = negatives & (d_an > d_ap)  # (B, B, B): negatives farther than this positive
+    inf = torch.tensor(float("inf"), device=distances.device)
+    semi_hard = torch.where(beyond, d_an, inf).min(dim=2).values  # (B, B)
+    farthest = torch.where(negatives, d_an, -inf).max(dim=2).values  # (B, B)
+    chosen = torch.where(torch.isinf(semi_hard), farthest, semi_hard)
+    valid = positives & torch.isfinite(chosen)  # an anchor without negatives has nothing to learn
+    if not valid.any():
+        return embeddings.sum() * 0.0
+    return F.relu(distances - chosen + margin)[valid].mean()
+
+
+_MINERS = {"hard": batch_hard_triplet_loss, "semihard": semi_hard_triplet_loss}
+
+
+class MinedTripletLoss(torch.nn.Module):
+    """``loss(embeddings, labels)`` with triplets mined in the batch: ``mining`` is "hard" or "semihard"."""
+
+    def __init__(self, margin: float = 0.2, mining: str = "semihard", normalize: bool = True) -> None:
         super().__init__()
-        self.margin, self.normalize = margin, normalize
+        if mining not in _MINERS:
+            raise ValueError(f"mining should be one of {sorted(_MINERS)}, got {mining!r}")
+        self.margin, self.mining, self.normalize = margin, mining, normalize
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return batch_hard_triplet_loss(embeddings, labels, self.margin, self.normalize)
+        return _MINERS[self.mining](embeddings, labels, self.margin, self.normalize)
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}, mining={self.mining!r}, normalize={self.normalize}"

@@ -216,7 +216,7 @@ def train_siamese(
       ``loss_fn(emb_a, emb_p, emb_n)``, as with ``nn.TripletMarginLoss``;
     * batches of ``(images, labels)`` (a class-balanced sampler): the loss is
       ``loss_fn(embeddings, labels)`` and mines its own triplets, as with
-      :func:`helper_utils.losses.batch_hard_triplet_loss`.
+      :class:`helper_utils.losses.MinedTripletLoss`.
 
     ``network`` must have ``get_embedding`` (a ``SiameseNetwork``) or be the encoder itself.
     ``eval_fn`` runs after every epoch (e.g. retrieval metrics on a catalog); its values

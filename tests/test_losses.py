@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helper_utils.losses import BatchHardTripletLoss, batch_hard_triplet_loss
+from helper_utils.losses import MinedTripletLoss, batch_hard_triplet_loss, semi_hard_triplet_loss
 
 
 def _loop_oracle(embeddings, labels, margin, normalize):
@@ -39,7 +39,7 @@ def test_hand_computed_example():
 
 def test_gradients_are_finite_with_duplicate_embeddings():
     embeddings = torch.ones(4, 3, requires_grad=True)
-    loss = BatchHardTripletLoss(margin=0.2)(embeddings, torch.tensor([0, 0, 1, 1]))
+    loss = MinedTripletLoss(margin=0.2, mining="hard")(embeddings, torch.tensor([0, 0, 1, 1]))
     loss.backward()
     assert torch.isfinite(embeddings.grad).all()
 
@@ -49,3 +49,53 @@ def test_batch_without_valid_anchor_gives_zero():
     loss = batch_hard_triplet_loss(embeddings, torch.tensor([0, 1, 2]))
     assert loss.item() == 0.0
     loss.backward()
+
+
+def _semi_hard_oracle(embeddings, labels, margin, normalize):
+    if normalize:
+        embeddings = F.normalize(embeddings, dim=1)
+    n = len(labels)
+    losses = []
+    for a in range(n):
+        for p in range(n):
+            if p == a or labels[p] != labels[a]:
+                continue
+            d_ap = torch.dist(embeddings[a], embeddings[p])
+            negs = [torch.dist(embeddings[a], embeddings[k]) for k in range(n) if labels[k] != labels[a]]
+            if not negs:
+                continue
+            beyond = [d for d in negs if d > d_ap]
+            d_an = min(beyond) if beyond else max(negs)
+            losses.append(torch.relu(d_ap - d_an + margin))
+    return torch.stack(losses).mean()
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("margin", [0.2, 2.0])
+def test_semi_hard_matches_loop_oracle(normalize, margin):
+    torch.manual_seed(1)
+    embeddings = torch.randn(10, 4)
+    labels = torch.tensor([0, 0, 1, 1, 1, 2, 2, 0, 3, 1])
+    got = semi_hard_triplet_loss(embeddings, labels, margin, normalize)
+    assert torch.allclose(got, _semi_hard_oracle(embeddings, labels, margin, normalize), atol=1e-5)
+
+
+def test_semi_hard_hand_computed_example():
+    # 1-D: a=0 (class 0), p=1 (class 0), negatives at 0.5 and 3 (class 1).
+    # pair (a=0,p=1): d_ap=1, negatives 0.5 and 3, semi-hard = 3 -> relu(1-3+0.5) = 0
+    # pair (p=1 as anchor, 0 as positive): d=1, negatives at 0.5 and 2 -> 2 -> relu(1-2+0.5) = 0
+    # class-1 pairs (0.5, 3): d=2.5, negatives from 0.5: 0.5, 0.5 -> none beyond -> farthest 0.5 -> 2.5
+    #   from 3: d=2.5, negatives 3 and 2 -> none beyond -> farthest 3 -> relu(2.5-3+0.5) = 0
+    embeddings = torch.tensor([[0.0], [1.0], [0.5], [3.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    got = semi_hard_triplet_loss(embeddings, labels, margin=0.5, normalize=False)
+    assert got.item() == pytest.approx(2.5 / 4)
+
+
+def test_mined_loss_validates_mining_and_dispatches():
+    embeddings, labels = torch.randn(8, 3), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    assert torch.equal(MinedTripletLoss(0.3, "hard")(embeddings, labels), batch_hard_triplet_loss(embeddings, labels, 0.3))
+    assert torch.equal(MinedTripletLoss(0.3, "semihard")(embeddings, labels),
+                       semi_hard_triplet_loss(embeddings, labels, 0.3))
+    with pytest.raises(ValueError, match="semihard"):
+        MinedTripletLoss(mining="easy")

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from helper_utils.loaders import TensorLoader
-from helper_utils.losses import BatchHardTripletLoss
+from helper_utils.losses import MinedTripletLoss
 from helper_utils.models import MobileNetLikeClassifier, SiameseEncoder, SiameseNetwork, MobileNetBackbone
 from helper_utils.training import (compute_class_weights, evaluate, load_checkpoint, save_checkpoint,
                                    train_classifier, train_siamese)
@@ -87,5 +87,5 @@ def test_train_siamese_accepts_triplets_and_labelled_batches():
     assert len(history["train_loss"]) == 2 and history["P@1"] == [0.5, 0.5]
     labelled = TensorLoader(images, targets, batch_size=16)
     history = train_siamese(network, labelled, epochs=1, optimizer=torch.optim.Adam(network.parameters(), 1e-3),
-                            loss_fn=BatchHardTripletLoss(margin=0.2), progress=False)
+                            loss_fn=MinedTripletLoss(margin=0.2, mining="hard"), progress=False)
     assert history["train_loss"][0] >= 0
