@@ -74,7 +74,7 @@ def make_learner_source(source: str, where: str = "cell") -> str:
 
 
 def clean_notebook(nb: nbformat.NotebookNode, keep_checked_outputs: bool = True) -> nbformat.NotebookNode:
-    """Null execution counts, minimal metadata, outputs only on ``nbval-check-output`` cells."""
+    """Minimal metadata, outputs only on ``nbval-check-output`` cells (execution count 1), all else cleared."""
     nb = nbformat.from_dict(nb)
     nb.metadata = {k: nb.metadata[k] for k in KEPT_METADATA if k in nb.metadata}
     for cell in nb.cells:
@@ -82,13 +82,14 @@ def clean_notebook(nb: nbformat.NotebookNode, keep_checked_outputs: bool = True)
         cell.metadata = {"tags": tags} if tags else {}
         cell.pop("id", None)
         if cell.cell_type == "code":
-            cell.execution_count = None
-            if not (keep_checked_outputs and CHECK_TAG in tags):
+            keep = keep_checked_outputs and CHECK_TAG in tags and bool(cell.outputs)
+            # nbval refuses stored outputs on a cell without an execution count: give kept ones a fixed 1
+            cell.execution_count = 1 if keep else None
+            if not keep:
                 cell.outputs = []
             for output in cell.outputs:
                 if "execution_count" in output:
-                    output["execution_count"] = None
-                output.pop("metadata", None) if output.get("metadata") == {} else None
+                    output["execution_count"] = cell.execution_count
     nb.nbformat, nb.nbformat_minor = 4, 4
     return nb
 

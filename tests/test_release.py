@@ -74,6 +74,7 @@ def test_clean_keeps_only_checked_outputs(tmp_path):
     nb = nbformat.read(solutions / "01_demo.ipynb", as_version=4)
     assert nb.cells[1].outputs == [] and nb.cells[1].execution_count is None and nb.cells[1].metadata == {"tags": ["exercise"]}
     assert nb.cells[2].outputs[0]["text"] == "All 3 tests passed\n"
+    assert nb.cells[2].execution_count == 1  # nbval refuses stored outputs without one
     assert release.clean_solutions(solutions, check=True) == []
 
 
