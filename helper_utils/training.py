@@ -106,7 +106,8 @@ def evaluate(model: nn.Module, loader: Iterable, loss_fn: Callable | None = None
              device: torch.device | str = "cpu", flip_tta: bool = False) -> tuple[float, float]:
     """Mean loss and accuracy (0-1) of ``model`` over ``loader``."""
     logits, targets = predict(model, loader, device, flip_tta)
-    loss = loss_fn(logits, targets).item() if loss_fn is not None else float("nan")
+    # the loss runs where its class weights live: on ``device``, like the model
+    loss = loss_fn(logits.to(device), targets.to(device)).item() if loss_fn is not None else float("nan")
     accuracy = (logits.argmax(dim=1) == targets).float().mean().item()
     return loss, accuracy
 
