@@ -1,7 +1,8 @@
 """Triplet losses that mine their triplets inside a batch of ``(embeddings, labels)``.
 
-``nn.TripletMarginLoss`` takes triplets chosen beforehand, usually at random; most random
-triplets are already easy (the negative is far away), give zero loss and teach nothing.
+``nn.TripletMarginLoss`` takes triplets chosen beforehand, usually at random; many random
+triplets are already easy (the negative is far away), give zero loss and teach nothing
+(notebook 05 counts them).
 Mining picks, for every anchor in a batch, the triplets that still violate the margin.
 """
 
