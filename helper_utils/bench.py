@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from helper_utils.augment import normalize_batch
 from helper_utils.data import CLASSES_7, ClothingDataset, dataset_dir
 from helper_utils.loaders import TensorLoader
 from helper_utils.models import MobileNetLikeClassifier
@@ -74,7 +75,7 @@ class _InMemory:
 
     def __init__(self, images: torch.Tensor, targets: torch.Tensor, batch_size: int) -> None:
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
-        self.images = (images.float() / 127.5 - 1)[order].contiguous(memory_format=torch.channels_last)
+        self.images = normalize_batch(images)[order].contiguous(memory_format=torch.channels_last)
         self.targets, self.batch_size = targets[order], batch_size
 
     def __iter__(self):

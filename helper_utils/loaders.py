@@ -12,12 +12,9 @@ from typing import Callable, Iterator
 
 import torch
 
-__all__ = ["normalize_uint8", "TensorLoader", "ClassBalancedLoader"]
+from helper_utils.augment import normalize_batch
 
-
-def normalize_uint8(images: torch.Tensor) -> torch.Tensor:
-    """uint8 ``(B, 3, H, W)`` in [0, 255] -> float in [-1, 1] (mean 0.5, std 0.5, as the transforms do)."""
-    return images.float().div_(127.5).sub_(1.0)
+__all__ = ["TensorLoader", "ClassBalancedLoader"]
 
 
 class TensorLoader:
@@ -65,7 +62,7 @@ class TensorLoader:
             yield self._prepare(self.images[index]), self.targets[index]
 
     def _prepare(self, batch: torch.Tensor) -> torch.Tensor:
-        batch = self.augment(batch) if self.augment is not None else normalize_uint8(batch)
+        batch = self.augment(batch) if self.augment is not None else normalize_batch(batch)
         return batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
 
 
