@@ -7,36 +7,25 @@ answers here are ``(train_transform, val_transform)`` pairs.
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import unittests
+# the mutants sit beside this file; pytest puts this folder on sys.path (no __init__.py here)
+import mutants_transforms as transforms
+import mutants_block as block
+import mutants_backbone as backbone
 from helper_utils import models
 from helper_utils import transforms as reference_transforms
 from helper_utils.training import compute_class_weights
 
 
-def _load(name: str):
-    """Import a sibling ``mutants_*.py`` by path, whatever sys.path and package layout pytest uses."""
-    key = f"_graders_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
 
 
-transforms = _load("mutants_transforms")
-block = _load("mutants_block")
-backbone = _load("mutants_backbone")
 
 # grader name: (reference answer, {name: correct alternative}, {name: stub}, {name: (mutant, phrase in its hints)})
 GRADERS = {

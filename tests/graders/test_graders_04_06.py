@@ -6,33 +6,22 @@ by name (pytest would collect them as tests).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 import unittests
+# the mutants sit beside this file; pytest puts this folder on sys.path (no __init__.py here)
+import mutants_triplets as triplets
+import mutants_siamese as siamese
+import mutants_search as search
 from helper_utils import retrieval
 from helper_utils.models import SiameseEncoder, SiameseNetwork
 from helper_utils.triplets import TripletDataset
 
 
-def _load(name: str):
-    """Import a sibling ``mutants_*.py`` by path, whatever sys.path and package layout pytest uses."""
-    key = f"_graders_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
 
 
-triplets = _load("mutants_triplets")
-siamese = _load("mutants_siamese")
-search = _load("mutants_search")
 
 # grader name, reference answer, {name: correct alternative}, {name: stub}, {name: (mutant, failing case)}
 GRADERS = {
