@@ -9,7 +9,7 @@ LAB_PORT ?= 8888
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)  # containers often run as root; Jupyter refuses it otherwise
 NBVAL_FLAGS := --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=1200 -p no:cacheprovider --durations=10
 
-.PHONY: help setup data lab test test-fast test-notebooks release bench clean-notebooks
+.PHONY: help setup data lab test test-fast test-notebooks release bench bench-course
 
 help:
 	@echo "make lab        set up .venv, fetch the data, start JupyterLab on notebooks/"
@@ -17,6 +17,7 @@ help:
 	@echo "make test-fast  the fast unit tests only"
 	@echo "make release    regenerate the learner notebooks from notebooks/solutions/"
 	@echo "make bench      time the data pipelines (python -m helper_utils.bench pipeline)"
+	@echo "make bench-course  run the six solution notebooks, report times and results"
 
 setup: $(STAMP)
 
@@ -50,4 +51,7 @@ release: $(STAMP)
 	$(BIN)/python -m helper_utils.release
 
 bench: data
-	$(BIN)/python -m helper_utils.bench pipeline
+	$(BIN)/python -m helper_utils.bench pipeline --json artifacts/bench_pipeline.json
+
+bench-course: data
+	$(BIN)/python -m helper_utils.bench course --json artifacts/course_results.json

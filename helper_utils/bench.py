@@ -1,4 +1,10 @@
-"""Benchmarks of the kit, run on the machine at hand: ``python -m helper_utils.bench pipeline``.
+"""Benchmarks of the kit, run on the machine at hand.
+
+``python -m helper_utils.bench course`` executes the six solution notebooks in order, as a
+learner would, and reports each one's wall time and the results it printed (accuracy,
+retrieval metrics, latency). The executed copies go to ``artifacts/course/``.
+
+``python -m helper_utils.bench pipeline`` compares data pipelines:
 
 ``pipeline`` times one training epoch of the same model fed three ways, in one run:
 
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -30,7 +37,12 @@ from helper_utils.loaders import TensorLoader
 from helper_utils.models import MobileNetLikeClassifier
 from helper_utils.recipes import ClassifierRecipe
 
-__all__ = ["time_epoch", "pipeline_benchmark", "machine_description", "main"]
+__all__ = ["time_epoch", "pipeline_benchmark", "course_benchmark", "machine_description", "main"]
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+# printed lines worth a summary: accuracies, retrieval metrics, timings, what was loaded or trained
+RESULT_LINE = re.compile(r"accuracy|P@1|Recall@|R-Precision|mAP@R|latency|\bms\b|Loaded|trained|epochs in|"
+                         r"^\s*(before|tutorial|fix)\b|test photos", re.IGNORECASE)
 
 
 def machine_description() -> str:
@@ -131,6 +143,43 @@ def pipeline_benchmark(batch_size: int = 64, num_workers: int = 0, repeats: int 
     return results
 
 
+def _printed_text(notebook) -> list[str]:
+    lines = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream" and output.get("name") == "stdout":
+                lines += output["text"].splitlines()
+    return lines
+
+
+def course_benchmark(out_dir: Path = ARTIFACTS / "course", timeout_s: int = 1800) -> dict:
+    """Execute every solution notebook in order; returns wall times and the result lines each printed."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from helper_utils.release import SOLUTIONS
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = {"machine": machine_description(), "notebooks": {}}
+    total = 0.0
+    for path in sorted(SOLUTIONS.glob("[0-9][0-9]_*.ipynb")):
+        notebook = nbformat.read(path, as_version=4)
+        start = time.perf_counter()
+        NotebookClient(notebook, timeout=timeout_s, kernel_name="python3",
+                       resources={"metadata": {"path": str(SOLUTIONS)}}).execute()
+        seconds = time.perf_counter() - start
+        total += seconds
+        nbformat.write(notebook, out_dir / path.name)
+        lines = [line.strip() for line in _printed_text(notebook) if RESULT_LINE.search(line)]
+        results["notebooks"][path.stem] = {"seconds": round(seconds, 1), "results": lines}
+        print(f"\n== {path.stem}: {seconds:.0f} s", flush=True)
+        for line in lines:
+            print(f"   {line}", flush=True)
+    results["total_seconds"] = round(total, 1)
+    print(f"\nwhole course: {total:.0f} s ({total / 60:.1f} min) on {results['machine']}")
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helper_utils.bench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -139,7 +188,16 @@ def main(argv: list[str] | None = None) -> int:
     pipe.add_argument("--num-workers", type=int, default=0, help="DataLoader workers of the tutorial pipeline")
     pipe.add_argument("--repeats", type=int, default=2, help="epochs timed for the kit and in-memory pipelines")
     pipe.add_argument("--json", type=Path, help="also write the results to this file")
+    course = commands.add_parser("course", help="execute the six solution notebooks, report times and results")
+    course.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args(argv)
+
+    if args.command == "course":
+        results = course_benchmark()
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+        return 0
 
     print(f"Pipeline benchmark on {machine_description()}", flush=True)
     results = pipeline_benchmark(args.batch_size, args.num_workers, args.repeats)
