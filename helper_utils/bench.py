@@ -41,7 +41,7 @@ __all__ = ["time_epoch", "pipeline_benchmark", "course_benchmark", "machine_desc
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 # printed lines worth a summary: accuracies, retrieval metrics, timings, what was loaded or trained
-RESULT_LINE = re.compile(r"accuracy|P@1|Recall@|R-Precision|mAP@R|latency|\bms\b|Loaded|trained|epochs in|"
+RESULT_LINE = re.compile(r"accuracy|test-time|P@1|Recall@|R-Precision|mAP@R|latency|\bms\b|Loaded|trained|epochs in|"
                          r"^\s*(before|tutorial|fix)\b|test photos", re.IGNORECASE)
 
 
