@@ -119,7 +119,9 @@ def fit_classifier(recipe: ClassifierRecipe | None = None, model: nn.Module | No
     device = device or get_device()
     seed_everything(recipe.seed)
     train, val = ClothingDataset("train"), ClothingDataset("validation")
-    model = (model or MobileNetLikeClassifier(len(train.classes))).to(device, memory_format=torch.channels_last)
+    if model is None:
+        model = MobileNetLikeClassifier(len(train.classes))
+    model = model.to(device, memory_format=torch.channels_last)
     loader, optimizer, scheduler, loss_fn = classifier_training_setup(model, train, recipe)
     save_dir = Path(save_dir) if save_dir is not None else checkpoint_dir()
     history = train_classifier(
@@ -131,8 +133,9 @@ def fit_classifier(recipe: ClassifierRecipe | None = None, model: nn.Module | No
     return model, history
 
 
-def load_or_train_backbone(device=None, save_dir: Path | None = None, progress: bool = True):
-    """The backbone notebook 03 trained, or a freshly trained one when there is none.
+def load_or_train_backbone(device=None, save_dir: Path | None = None, progress: bool = True,
+                           recipe: ClassifierRecipe | None = None):
+    """The backbone notebook 03 trained, or one trained here with ``recipe`` when there is none.
 
     Returns:
         ``(backbone, message)``: the message says which it was.
@@ -144,7 +147,7 @@ def load_or_train_backbone(device=None, save_dir: Path | None = None, progress: 
         meta = load_checkpoint(backbone, path, device)
         return backbone.to(device), (f"Loaded the backbone trained in notebook 03 from {path.name} "
                                      f"(epoch {meta['epoch']}, validation accuracy {meta['val_acc']:.1%}).")
-    model, history = fit_classifier(device=device, progress=progress, save_dir=save_dir)
+    model, history = fit_classifier(recipe, device=device, progress=progress, save_dir=save_dir)
     return model.backbone, (f"No checkpoint at {path}: trained a classifier here instead "
                             f"(best validation accuracy {history['best_val_acc']:.1%}) and saved its backbone.")
 
@@ -182,7 +185,9 @@ def fit_siamese(backbone: nn.Module, recipe: SiameseRecipe | None = None, device
     return encoder, history
 
 
-def load_or_train_encoder(device=None, save_dir: Path | None = None, progress: bool = True):
+def load_or_train_encoder(device=None, save_dir: Path | None = None, progress: bool = True,
+                          classifier_recipe: ClassifierRecipe | None = None,
+                          siamese_recipe: SiameseRecipe | None = None):
     """The encoder notebook 05 trained, or a fresh one (backbone from notebook 03 or trained here).
 
     Returns:
@@ -194,6 +199,6 @@ def load_or_train_encoder(device=None, save_dir: Path | None = None, progress: b
         encoder = SiameseEncoder(MobileNetBackbone())
         load_checkpoint(encoder, path, device)
         return encoder.to(device).eval(), f"Loaded the encoder trained in notebook 05 from {path.name}."
-    backbone, message = load_or_train_backbone(device, save_dir, progress)
-    encoder, _ = fit_siamese(backbone, device=device, progress=progress, save_dir=save_dir)
+    backbone, message = load_or_train_backbone(device, save_dir, progress, classifier_recipe)
+    encoder, _ = fit_siamese(backbone, siamese_recipe, device=device, progress=progress, save_dir=save_dir)
     return encoder, f"{message} No encoder at {path}: fine-tuned one here and saved it."

@@ -1,0 +1,37 @@
+"""The load-or-train helpers that notebooks 05 and 06 rely on, on a tiny synthetic dataset."""
+
+import torch
+
+from helper_utils.models import MobileNetBackbone
+from helper_utils.recipes import (ClassifierRecipe, SiameseRecipe, fit_classifier, load_or_train_backbone,
+                                  load_or_train_encoder)
+
+TINY_CLASSIFIER = ClassifierRecipe(epochs=2, batch_size=4)  # 5 batches: enough steps for one-cycle
+TINY_SIAMESE = SiameseRecipe(epochs=1, samples_per_class=2)
+
+
+def test_recipe_optimizer_skips_decay_on_batchnorm_and_biases():
+    groups = TINY_CLASSIFIER.make_optimizer(MobileNetBackbone()).param_groups
+    assert groups[0]["weight_decay"] == TINY_CLASSIFIER.weight_decay and all(p.ndim > 1 for p in groups[0]["params"])
+    assert groups[1]["weight_decay"] == 0.0 and all(p.ndim == 1 for p in groups[1]["params"])
+
+
+def test_fit_classifier_saves_model_and_backbone(synthetic_imagefolder, monkeypatch, tmp_path):
+    monkeypatch.setenv("FASHION_KIT_DATA", str(synthetic_imagefolder))
+    model, history = fit_classifier(TINY_CLASSIFIER, device="cpu", progress=False, save_dir=tmp_path)
+    assert len(history["val_acc"]) == 2 and history["recipe"]["epochs"] == 2
+    assert (tmp_path / "classifier_best.pt").exists() and (tmp_path / "backbone_best.pt").exists()
+
+
+def test_load_or_train_trains_once_then_loads(synthetic_imagefolder, monkeypatch, tmp_path):
+    monkeypatch.setenv("FASHION_KIT_DATA", str(synthetic_imagefolder))
+    encoder, message = load_or_train_encoder("cpu", tmp_path, progress=False, classifier_recipe=TINY_CLASSIFIER,
+                                             siamese_recipe=TINY_SIAMESE)
+    assert "No checkpoint" in message and "fine-tuned one here" in message
+    assert encoder(torch.zeros(2, 3, 64, 64)).shape == (2, 64)
+    _, message = load_or_train_backbone("cpu", tmp_path, progress=False)
+    assert message.startswith("Loaded the backbone")
+    again, message = load_or_train_encoder("cpu", tmp_path, progress=False)
+    assert message.startswith("Loaded the encoder")
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.allclose(again(x), encoder.eval()(x), atol=1e-6)
