@@ -91,6 +91,9 @@ class SiameseRecipe:
     augment: dict = field(default_factory=lambda: dict(MEDIUM_AUGMENT))
     seed: int = 42
 
+    def make_augment(self) -> BatchAugment:
+        return BatchAugment(**self.augment, seed=self.seed)
+
     def make_scheduler(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=self.lr, total_steps=self.epochs * steps_per_epoch, pct_start=0.1, div_factor=10,
@@ -171,7 +174,7 @@ def fit_siamese(backbone: nn.Module, recipe: SiameseRecipe | None = None, device
     train = ClothingDataset("train")
     images, targets = train.as_tensors()
     loader = ClassBalancedLoader(images, targets, recipe.classes_per_batch, recipe.samples_per_class,
-                                 augment=BatchAugment(**recipe.augment, seed=recipe.seed), seed=recipe.seed)
+                                 augment=recipe.make_augment(), seed=recipe.seed)
     encoder = SiameseEncoder(backbone).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(encoder.parameters(), lr=recipe.lr)
     scheduler = recipe.make_scheduler(optimizer, len(loader))
