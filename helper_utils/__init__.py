@@ -18,6 +18,7 @@ _EXPORTS = {
     "helper_utils.models": ["InvertedResidualBlock", "MobileNetBackbone", "MobileNetLikeClassifier",
                             "SiameseEncoder", "SiameseNetwork", "count_parameters"],
     "helper_utils.retrieval": ["find_closest", "get_embeddings", "get_query_img_embedding", "retrieval_metrics"],
+    "helper_utils.search_index": ["SearchIndex"],
     "helper_utils.training": ["checkpoint_dir", "compute_class_weights", "evaluate", "load_checkpoint", "predict",
                               "save_checkpoint", "train_classifier", "train_siamese"],
     "helper_utils.transforms": ["train_transform", "val_transform"],

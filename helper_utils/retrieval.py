@@ -22,6 +22,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from helper_utils.search_index import SearchIndex  # re-exported: knn's counterpart with FAISS back ends and save/load
+
 __all__ = [
     "find_closest",
     "get_embeddings",
@@ -32,6 +34,7 @@ __all__ = [
     "r_precision",
     "recall_at_k",
     "retrieval_metrics",
+    "SearchIndex",
 ]
 
 Device = Union[str, torch.device]
