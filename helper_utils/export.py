@@ -299,7 +299,7 @@ def reference_outputs(model: nn.Module, images: np.ndarray) -> dict[str, np.ndar
     from helper_utils.augment import normalize_batch
 
     model.eval()
-    x = normalize_batch(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2))  # (B, 3, H, W)
+    x = normalize_batch(torch.from_numpy(np.array(images)).permute(0, 3, 1, 2))  # (B, 3, H, W); a copy: cache arrays are read-only
     out = model(x)
     if isinstance(model, MobileNetLikeClassifier):
         return {"logits": out.numpy(), "probabilities": out.softmax(dim=1).numpy()}
@@ -342,7 +342,7 @@ def latency(session, module: nn.Module, images: np.ndarray, batch_sizes: Sequenc
     names = [output.name for output in session.get_outputs()]
     result = {}
     for batch_size in batch_sizes:
-        batch = np.ascontiguousarray(images[:batch_size])
+        batch = np.array(images[:batch_size])  # a writable, contiguous copy
         engines = {"pytorch": lambda: module(torch.from_numpy(batch)),
                    "onnxruntime": lambda: session.run(names, {INPUT_NAME: batch})}
         times: dict[str, list[float]] = {name: [] for name in engines}
