@@ -1,6 +1,10 @@
 """Benchmarks of the kit, run on the machine at hand.
 
-``python -m helper_utils.bench course`` executes the six solution notebooks in order, as a
+``python -m helper_utils.bench results`` (``make bench``) trains the tutorial's recipe, the
+kit's core recipe and the going-further recipe with three seeds each and writes the results
+table of the README (see :mod:`helper_utils.results`).
+
+``python -m helper_utils.bench course`` executes the six core solution notebooks in order, as a
 learner would, and reports each one's wall time and the results it printed (accuracy,
 retrieval metrics, latency). The executed copies go to ``artifacts/course/``.
 
@@ -162,7 +166,7 @@ def course_benchmark(out_dir: Path = ARTIFACTS / "course", timeout_s: int = 1800
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {"machine": machine_description(), "notebooks": {}}
     total = 0.0
-    for path in sorted(SOLUTIONS.glob("[0-9][0-9]_*.ipynb")):
+    for path in sorted(SOLUTIONS.glob("0[1-6]_*.ipynb")):  # the core course; 07+ go further
         notebook = nbformat.read(path, as_version=4)
         start = time.perf_counter()
         NotebookClient(notebook, timeout=timeout_s, kernel_name="python3",
@@ -190,8 +194,17 @@ def main(argv: list[str] | None = None) -> int:
     pipe.add_argument("--json", type=Path, help="also write the results to this file")
     course = commands.add_parser("course", help="execute the six solution notebooks, report times and results")
     course.add_argument("--json", type=Path, help="also write the results to this file")
+    res = commands.add_parser("results", help="train the tutorial, core and going-further recipes; write the table")
+    res.add_argument("--recipes", nargs="+", default=["tutorial", "core", "going-further"])
+    res.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    res.add_argument("--repeat", nargs="*", default=["core"], help="recipes whose first seed runs twice")
+    res.add_argument("--json", type=Path, default=Path("docs/results/bench_results.json"))
+    res.add_argument("--markdown", type=Path, default=Path("docs/results/bench_results.md"))
+    res.add_argument("--readme", type=Path, default=Path("README.md"), help="rewrite its table ('' to skip)")
     args = parser.parse_args(argv)
 
+    if args.command == "results":
+        return _results_command(args)
     if args.command == "course":
         results = course_benchmark()
         if args.json:
@@ -206,6 +219,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def _results_command(args) -> int:
+    from helper_utils.results import results_markdown, run_benchmark, update_readme
+
+    print(f"Results benchmark on {machine_description()}: recipes {args.recipes}, seeds {args.seeds}", flush=True)
+    results = run_benchmark(args.recipes, args.seeds, args.repeat, log=lambda line: print(line, flush=True))
+    table = results_markdown(results)
+    for path, text in ((args.json, json.dumps(results, indent=2) + "\n"), (args.markdown, table)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    print("\n" + table)
+    if str(args.readme) and args.readme.exists():
+        updated = update_readme(args.readme, table)
+        print(f"{'updated' if updated else 'NOT updated (no bench:results markers in)'} {args.readme}")
     return 0
 
 

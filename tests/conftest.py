@@ -15,9 +15,14 @@ from typing import Sequence
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from helper_utils.data import CLASSES_7, DATASET_FOLDER, SPLITS
+
+# The unit tests run tiny tensors, where a second thread only adds synchronisation, and on a
+# busy 2-core machine (CI, or a notebook running beside them) spinning threads slow them 10x.
+torch.set_num_threads(1)
 
 
 def make_synthetic_imagefolder(
