@@ -1,9 +1,9 @@
 """The visual search as a web service: FastAPI over the exported ONNX models and the saved catalog index.
 
-Nothing here imports a model class or a checkpoint: the service reads what
+The service never runs a PyTorch model or reads a checkpoint: it loads what
 :mod:`helper_utils.export` wrote (``encoder.onnx``, ``classifier.onnx``) and what
-:class:`~helper_utils.search_index.SearchIndex` saved, so it could run on a machine with
-onnxruntime and no PyTorch at all. The files live in one folder::
+:class:`~helper_utils.search_index.SearchIndex` saved, and every request runs onnxruntime
+and numpy only. (Only ``build`` needs the checkpoints.) The files live in one folder::
 
     artifacts/service/
         encoder.onnx, classifier.onnx   the exported models (input: uint8 (batch, 64, 64, 3))
