@@ -298,7 +298,8 @@ def load_or_train_going_further(device=None, save_dir: Path | None = None, progr
                                 recipe: GoingFurtherRecipe | None = None, short_epochs: tuple[int, int] = (8, 2)):
     """The going-further model ``make bench`` trained, or a short version trained here.
 
-    The short version runs ``short_epochs`` (classifier, encoder) epochs of ``recipe``.
+    The short version runs ``short_epochs`` (classifier, encoder) epochs of ``recipe`` and is
+    kept apart, in ``<save_dir>/short``, so it is never mistaken for the benchmark's model.
 
     Returns:
         ``(classifier, encoder, message)``: the message says which it was.
@@ -306,19 +307,30 @@ def load_or_train_going_further(device=None, save_dir: Path | None = None, progr
     device = device or get_device()
     save_dir = Path(save_dir) if save_dir is not None else going_further_dir()
     recipe = recipe or GoingFurtherRecipe()
-    files = [save_dir / name for name in ("classifier_best.pt", "encoder_best.pt")]
-    if all(path.exists() for path in files):
-        classifier = WideMobileNetClassifier(7, WideMobileNetBackbone(recipe.config))
-        meta = load_checkpoint(classifier, files[0], device)
-        encoder = SiameseEncoder(WideMobileNetBackbone(recipe.config))
-        load_checkpoint(encoder, files[1], device)
-        return (classifier.to(device).eval(), encoder.to(device).eval(),
-                f"Loaded the going-further model that `make bench` trained, from {save_dir} "
-                f"(classifier epoch {meta['epoch']}, validation accuracy {meta['val_acc']:.1%}).")
+    if _has_going_further(save_dir):
+        classifier, encoder, meta = _load_going_further(save_dir, recipe, device)
+        return classifier, encoder, (f"Loaded the going-further model that `make bench` trained, from {save_dir} "
+                                     f"(classifier epoch {meta['epoch']}, validation accuracy {meta['val_acc']:.1%}).")
     short = recipe.shortened(*short_epochs)
-    classifier, encoder, histories = fit_going_further(short, device=device, progress=progress, save_dir=save_dir)
-    return (classifier.eval(), encoder.eval(),
-            f"No going-further checkpoint in {save_dir}: trained a SHORT version here "
-            f"({short.classifier.epochs} + {short.siamese.epochs} epochs instead of "
-            f"{recipe.classifier.epochs} + {recipe.siamese.epochs}; best validation accuracy "
-            f"{histories['classifier']['best_val_acc']:.1%}). Run `make bench` for the full model.")
+    note = (f"a SHORT version ({short.classifier.epochs} + {short.siamese.epochs} epochs instead of "
+            f"{recipe.classifier.epochs} + {recipe.siamese.epochs}); run `make bench` for the full model")
+    if _has_going_further(save_dir / "short"):
+        classifier, encoder, meta = _load_going_further(save_dir / "short", recipe, device)
+        return classifier, encoder, (f"No `make bench` model in {save_dir}: loaded {note}, trained here earlier "
+                                     f"(validation accuracy {meta['val_acc']:.1%}).")
+    classifier, encoder, histories = fit_going_further(short, device=device, progress=progress,
+                                                       save_dir=save_dir / "short")
+    return classifier.eval(), encoder.eval(), (f"No `make bench` model in {save_dir}: trained {note} here "
+                                               f"(best validation accuracy {histories['classifier']['best_val_acc']:.1%}).")
+
+
+def _has_going_further(folder: Path) -> bool:
+    return all((folder / name).exists() for name in ("classifier_best.pt", "encoder_best.pt"))
+
+
+def _load_going_further(folder: Path, recipe: GoingFurtherRecipe, device):
+    classifier = WideMobileNetClassifier(7, WideMobileNetBackbone(recipe.config))
+    meta = load_checkpoint(classifier, folder / "classifier_best.pt", device)
+    encoder = SiameseEncoder(WideMobileNetBackbone(recipe.config))
+    load_checkpoint(encoder, folder / "encoder_best.pt", device)
+    return classifier.to(device).eval(), encoder.to(device).eval(), meta

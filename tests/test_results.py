@@ -39,10 +39,15 @@ def test_load_or_train_going_further_trains_short_then_loads(synthetic_imagefold
     classifier, encoder, message = load_or_train_going_further("cpu", tmp_path, progress=False,
                                                                recipe=TINY_GOING_FURTHER, short_epochs=(1, 1))
     assert "SHORT version" in message and "make bench" in message
-    assert json.loads((tmp_path / "recipe.json").read_text())["classifier"]["epochs"] == 1
+    assert json.loads((tmp_path / "short" / "recipe.json").read_text())["classifier"]["epochs"] == 1
     x = torch.randn(2, 3, 64, 64)
     _, again, message = load_or_train_going_further("cpu", tmp_path, progress=False, recipe=TINY_GOING_FURTHER)
-    assert message.startswith("Loaded the going-further model")
+    assert "loaded a SHORT version" in message and "trained here earlier" in message  # never passed off as the full one
+    assert torch.allclose(again(x), encoder(x), atol=1e-5)
+    for name in ("classifier_best.pt", "encoder_best.pt"):  # what `make bench` leaves behind
+        (tmp_path / "short" / name).rename(tmp_path / name)
+    _, again, message = load_or_train_going_further("cpu", tmp_path, progress=False, recipe=TINY_GOING_FURTHER)
+    assert message.startswith("Loaded the going-further model that `make bench` trained")
     assert torch.allclose(again(x), encoder(x), atol=1e-5)
 
 
