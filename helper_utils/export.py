@@ -375,6 +375,7 @@ def run_export(out_dir: Path, checkpoints: Path | None = None, data_root: Path |
     """Export both models, check parity on real validation photos and time both engines; returns the report."""
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
+    load_before = os.getloadavg()[0]
     encoder, _ = load_encoder(checkpoints)
     classifier, classes, _ = load_classifier(checkpoints)
     paths = export_models(out_dir, checkpoints)
@@ -389,6 +390,7 @@ def run_export(out_dir: Path, checkpoints: Path | None = None, data_root: Path |
             "inputs": [_io(arg) for arg in session.get_inputs()], "outputs": [_io(arg) for arg in session.get_outputs()],
             "parity": parity(session, model, images, batch_sizes),
             "latency": latency(session, wrapper, images, batch_sizes, repeats)}
+    report["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     report["max_abs_diff"] = max(d for m in report["models"].values() for row in m["parity"].values() for d in row.values())
     report["parity_ok"] = report["max_abs_diff"] <= PARITY_TOLERANCE
     return report
@@ -422,8 +424,8 @@ def report_markdown(report: dict, command: str) -> str:
         "(`torch.set_num_threads`, onnxruntime `intra_op_num_threads`).",
         f"- Versions: Python {v['python']}, torch {v['torch']}, onnx {v['onnx']}, onnxruntime {v['onnxruntime']}, "
         f"opset {v['opset']}.",
-        "- Other programs shared the CPU during the run; the calls of both engines alternate, so both saw the "
-        "same load.", "",
+        f"- Other programs may share the CPU (1-minute load average {report['load_average'][0]} before the run, "
+        f"{report['load_average'][1]} after); the calls of the two engines alternate, so both see the same load.", "",
         "## What the graphs take and give", "",
         "| model | file | input | outputs |", "|---|---|---|---|"]
     for name, m in report["models"].items():
