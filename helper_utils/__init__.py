@@ -15,6 +15,7 @@ _EXPORTS = {
     "helper_utils.data": ["CLASSES_7", "CLASSES_10", "ClothingDataset", "DatasetNotFoundError", "FetchError",
                           "data_root", "dataset_dir", "fetch", "make_loader"],
     "helper_utils.device": ["get_device", "seed_everything"],
+    "helper_utils.explain": ["GradCAM", "grad_cam", "overlay_cam"],
     "helper_utils.models": ["InvertedResidualBlock", "MobileNetBackbone", "MobileNetLikeClassifier",
                             "SiameseEncoder", "SiameseNetwork", "count_parameters"],
     "helper_utils.retrieval": ["find_closest", "get_embeddings", "get_query_img_embedding", "retrieval_metrics"],

@@ -1,4 +1,5 @@
-"""Figures for the notebooks: sample grids, class balance, training curves, confusion matrices, search results."""
+"""Figures for the notebooks: sample grids, class balance, training curves, confusion matrices, search results,
+Grad-CAM heatmaps and 2-D embedding maps."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ __all__ = [
     "plot_confusion_matrix",
     "show_triplets",
     "show_search_results",
+    "show_cams",
+    "plot_embedding_map",
 ]
 
 
@@ -118,5 +121,60 @@ def show_search_results(query, results: Sequence, labels: Sequence[str], distanc
         ax.set_title(f"{label}\nd={distance:.2f}", fontsize=9, color=colour)
     for ax in axes:
         ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def show_cams(images: Sequence, cams, titles: Sequence[str] | None = None, row_titles: Sequence[str] | None = None,
+              alpha: float = 0.45, size: float = 1.7):
+    """One column per photo: the photo on top, then one Grad-CAM overlay per row below it.
+
+    Args:
+        images: ``B`` PIL images or normalised ``(3, H, W)`` tensors.
+        cams: one ``(B, H, W)`` tensor of heatmaps in ``[0, 1]``, or a list of them (one row each).
+        titles: one title per photo.
+        row_titles: one label per heatmap row, written on the left (e.g. the layer).
+    """
+    from helper_utils.explain import overlay_cam
+
+    rows = list(cams) if isinstance(cams, (list, tuple)) else [cams]  # a list: several rows of heatmaps
+    n = len(images)
+    fig, axes = plt.subplots(1 + len(rows), n, figsize=(n * size, (1 + len(rows)) * (size + 0.1) + 0.4),
+                             squeeze=False)
+    for j, image in enumerate(images):
+        axes[0, j].imshow(to_image(image))
+        if titles is not None:
+            axes[0, j].set_title(titles[j], fontsize=8)
+        for i, row in enumerate(rows, start=1):
+            axes[i, j].imshow(overlay_cam(image, row[j], alpha=alpha))
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.spines[:].set_visible(False)
+    for i, label in enumerate(row_titles or [], start=1):
+        axes[i, 0].set_ylabel(label, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_embedding_map(maps: dict, labels: Sequence[int], class_names: Sequence[str], size: float = 4.5):
+    """Scatter plots of 2-D projections of the same embeddings, one panel per method, coloured by class.
+
+    Args:
+        maps: ``{"PCA": points (N, 2), "t-SNE": points (N, 2), ...}``.
+        labels: class index of every point.
+        class_names: legend entries.
+    """
+    labels = np.asarray(labels)
+    fig, axes = plt.subplots(1, len(maps), figsize=(size * len(maps) + 1.6, size), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for ax, (name, points) in zip(axes[0], maps.items()):
+        points = np.asarray(points)
+        for c, class_name in enumerate(class_names):
+            members = labels == c
+            ax.scatter(points[members, 0], points[members, 1], s=10, alpha=0.8, color=colours(c % 10),
+                       label=class_name)
+        ax.set_title(name)
+        ax.set_xticks([]), ax.set_yticks([])
+    axes[0, -1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=1.5)
     fig.tight_layout()
     return fig

@@ -12,6 +12,7 @@ from unittests.backbone import test_backbone, test_classifier
 from unittests.triplets import test_triplet_dataset
 from unittests.siamese import test_siamese_encoder, test_siamese_network
 from unittests.search import test_find_closest, test_get_embeddings, test_query_embedding
+from unittests.explain import test_grad_cam
 
 __all__ = [
     "GraderFailed",
@@ -28,4 +29,5 @@ __all__ = [
     "test_query_embedding",
     "test_get_embeddings",
     "test_find_closest",
+    "test_grad_cam",
 ]
