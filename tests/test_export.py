@@ -134,6 +134,8 @@ def test_cli_exports_from_checkpoints_and_writes_reports(tmp_path, synthetic_ima
     report = json.loads((out / "report.json").read_text())
     assert report["parity_ok"] and report["max_abs_diff"] <= export.PARITY_TOLERANCE
     assert set(report["models"]["classifier"]["parity"]) == {"1", "8"}
+    assert set(report["models"]["encoder"]["latency"]) == {"1"}  # thread counts
+    assert set(report["models"]["encoder"]["latency"]["1"]) == {"1", "8"}  # batch sizes
     assert "sha256:" in report["models"]["encoder"]["metadata"]["source"]
     text = report_md.read_text()
     assert "--checkpoints" in text and "Parity on real photos" in text and "onnxruntime median" in text
