@@ -104,6 +104,8 @@ class OnnxModels:
         if not self.classes:
             raise ValueError(f"{self.files['classifier']} has no class names in its metadata: export it with "
                              "helper_utils.export")
+        self._info = {name: {**self.meta[name], "file": path.name, "bytes": path.stat().st_size,
+                             "sha256": _sha256(path)[:16]} for name, path in self.files.items()}
 
     def pixels(self, image) -> np.ndarray:
         """A decoded RGB PIL image -> the models' input, uint8 ``(1, size, size, 3)``."""
@@ -118,9 +120,8 @@ class OnnxModels:
         return self.classifier.run(["probabilities"], {INPUT_NAME: pixels})[0]
 
     def info(self) -> dict[str, Any]:
-        """What ``/health`` reports about each model: its metadata, file size and sha256."""
-        return {name: {**self.meta[name], "file": path.name, "bytes": path.stat().st_size,
-                       "sha256": _sha256(path)[:16]} for name, path in self.files.items()}
+        """What ``/health`` reports about each model: metadata, size and sha256 of the file as it was loaded."""
+        return self._info
 
 
 def _sha256(path: Path) -> str:
@@ -150,7 +151,10 @@ def create_app(model_dir: str | Path, index_path: str | Path, *, image_root: str
 
         image_root = dataset_dir()
     models = OnnxModels(model_dir, threads)
-    index = SearchIndex.load(index_path)
+    try:
+        index = SearchIndex.load(index_path)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{error}\n  For the service, `python -m helper_utils.serve build` writes it.") from None
     if index.dim != models.dim:
         raise ValueError(f"the index at {index_path} holds {index.dim}-d vectors but the encoder makes {models.dim}-d "
                          "embeddings: rebuild both with `python -m helper_utils.serve build`")
@@ -430,26 +434,21 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("build", "run", "-h", "--help"):
-        argv = ["run", *argv]
+        argv = ["run", *argv]  # `python -m helper_utils.serve --port 8000` means `run`
     args = _parser().parse_args(argv)
     from helper_utils.data import DatasetNotFoundError
     from helper_utils.export import CheckpointNotFoundError
 
     try:
-        if args.command == "build" or not is_built(args.dir):
-            out = args.out if args.command == "build" else args.dir
-            if args.command == "run":
-                print(f"No service artifacts in {out}: building them first "
-                      f"(python -m helper_utils.serve build --out {out}).", flush=True)
-            opts = vars(args)
-            manifest = build(out, opts.get("checkpoints"), opts.get("splits", ("train", "validation")),
-                             opts.get("backend", "exact"), opts.get("data_root"))
-            print(f"Built {out}: {manifest['size']} catalog photos {manifest['splits']}, "
-                  f"{manifest['backend']} index.", flush=True)
-            if args.command == "build":
-                return 0
+        if args.command == "build":
+            _build_and_say(args.out, args.checkpoints, args.splits, args.backend, args.data_root)
+            return 0
         if not 1 <= args.port <= 65535:
             raise ValueError(f"--port must be from 1 to 65535, got {args.port}")
+        if not is_built(args.dir):
+            print(f"No service artifacts in {args.dir}: building them first "
+                  f"(python -m helper_utils.serve build --out {args.dir}).", flush=True)
+            _build_and_say(args.dir)
         app = create_app(args.dir, args.dir / INDEX_DIR, image_root=args.image_root, threads=args.threads)
     except (CheckpointNotFoundError, DatasetNotFoundError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -460,6 +459,12 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"(docs: http://127.0.0.1:{args.port}/docs); Ctrl+C stops it.", flush=True)
     uvicorn.run(app, host="127.0.0.1", port=args.port, access_log=not args.no_access_log, log_level="info")
     return 0
+
+
+def _build_and_say(out: Path, *args) -> None:
+    manifest = build(out, *args)
+    print(f"Built {out}: {manifest['size']} catalog photos {manifest['splits']}, {manifest['backend']} index.",
+          flush=True)
 
 
 if __name__ == "__main__":
