@@ -15,6 +15,13 @@ from helper_utils import release
 SOLUTIONS = sorted(release.SOLUTIONS.glob("[0-9][0-9]_*.ipynb"))
 
 
+def _has_tag(path, tag):
+    return any(tag in cell.metadata.get("tags", []) for cell in nbformat.read(path, as_version=4).cells)
+
+
+EXERCISED = [path for path in SOLUTIONS if _has_tag(path, "exercise")]  # the going-further notebooks may have none
+
+
 def _graded_cells(path):
     nb = nbformat.read(path, as_version=4)
     return [cell for cell in nb.cells if cell.cell_type == "code"
@@ -38,6 +45,11 @@ def _run(path, monkeypatch):
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
+def test_an_exercise_comes_with_a_grader(path):
+    assert _has_tag(path, "exercise") <= _has_tag(path, "grader"), f"{path.name} has an exercise but no grader cell"
+
+
+@pytest.mark.parametrize("path", EXERCISED, ids=lambda p: p.stem)
 def test_graders_pass_on_the_solution(path, monkeypatch):
     reports = _run(path, monkeypatch)
     assert reports, f"{path.name} has no grader cell"
@@ -45,7 +57,7 @@ def test_graders_pass_on_the_solution(path, monkeypatch):
         assert report, f"{call} fails on the solution:\n{report}"
 
 
-@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", EXERCISED, ids=lambda p: p.stem)
 def test_graders_fail_cleanly_on_the_learner_stub(path, monkeypatch):
     learner = release.NOTEBOOKS / path.name
     reports = _run(learner, monkeypatch)  # an exception here means the stub itself does not run
