@@ -9,12 +9,13 @@ LAB_PORT ?= 8888
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)  # containers often run as root; Jupyter refuses it otherwise
 NBVAL_FLAGS := --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=1200 -p no:cacheprovider --durations=10
 
-.PHONY: help setup data lab test test-fast test-notebooks release bench bench-pipeline bench-course
+.PHONY: help setup data lab test test-fast test-notebooks test-browser release bench bench-pipeline bench-course
 
 help:
 	@echo "make lab        set up .venv, fetch the data, start JupyterLab on notebooks/"
 	@echo "make test       set up .venv, fetch the data, run the whole test suite (nbval included)"
 	@echo "make test-fast  the fast unit tests only"
+	@echo "make test-browser  notebook 06's search widget in JupyterLab + headless Chromium (screenshot in artifacts/browser/)"
 	@echo "make release    regenerate the learner notebooks from notebooks/solutions/"
 	@echo "make bench      train the tutorial, core and going-further recipes (3 seeds), rewrite the README table"
 	@echo "make bench-pipeline  time the data pipelines (python -m helper_utils.bench pipeline)"
@@ -43,6 +44,11 @@ test: data
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow"
+
+# Opt-in: installs Debian's chromium if missing (Playwright drives it; never `playwright install`).
+test-browser: data
+	command -v chromium >/dev/null || .ci/install-chromium
+	FASHION_KIT_BROWSER=1 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/python -m pytest tests/browser -p no:cacheprovider
 
 test-notebooks: data
 	UNITTESTS_STRICT=1 $(BIN)/python -m pytest $(NBVAL_FLAGS) notebooks/solutions

@@ -6,6 +6,7 @@ that tests call directly; :meth:`VisualSearch.widget` only wires them to ipywidg
 
 from __future__ import annotations
 
+import html
 import io
 import time
 from dataclasses import dataclass
@@ -126,18 +127,26 @@ class VisualSearch:
         status = widgets.HTML()
         output = widgets.Output()
 
-        def show(query: Image.Image, result: SearchResult, query_label: str | None) -> None:
+        current = {}  # the query on show, so that moving k searches it again (a catalog pick or an upload)
+
+        def show(query: Image.Image, source: str, query_label: str | None = None,
+                 exclude: int | None = None) -> None:
+            current.update(query=query, source=source, query_label=query_label, exclude=exclude)
+            result = self.search(query, k_slider.value, exclude=exclude)
             with output:
                 output.clear_output(wait=True)
                 images = [self.catalog[i][0] for i in result.indices]
                 show_search_results(query, images, result.labels, result.distances, query_label)
                 plt.show()
-            status.value = f"top {len(result.indices)} in {result.seconds * 1000:.1f} ms"
+            status.value = html.escape(f"{source}: top {len(result.indices)} in {result.seconds * 1000:.1f} ms")
 
         def on_pick(_=None) -> None:
             index = picker.value
             query, label = self.catalog[index]
-            show(query, self.search(query, k_slider.value, exclude=index), self.catalog.classes[label])
+            show(query, f"catalog #{index}", self.catalog.classes[label], exclude=index)
+
+        def on_k(_) -> None:
+            show(**current)
 
         def on_upload(change) -> None:
             files = _uploaded_files(change["new"])
@@ -147,12 +156,12 @@ class VisualSearch:
             try:
                 query = load_query_image(data, name)
             except QueryImageError as error:
-                status.value = f"<span style='color:#b00'>{error}</span>"
+                status.value = f"<span style='color:#b00'>{html.escape(str(error))}</span>"
                 return
-            show(query, self.search(query, k_slider.value), None)
+            show(query, f"upload {name}")
 
         picker.observe(on_pick, names="value")
-        k_slider.observe(on_pick, names="value")
+        k_slider.observe(on_k, names="value")
         upload.observe(on_upload, names="value")
         ui = widgets.VBox([widgets.HBox([picker, upload, k_slider]), status, output])
         on_pick()
