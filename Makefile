@@ -9,7 +9,7 @@ LAB_PORT ?= 8888
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)  # containers often run as root; Jupyter refuses it otherwise
 NBVAL_FLAGS := --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=1200 -p no:cacheprovider --durations=10
 
-.PHONY: help setup data lab test test-fast test-notebooks test-browser release bench bench-pipeline bench-course
+.PHONY: help setup data lab test test-fast test-notebooks test-browser release bench bench-pipeline bench-course export-onnx serve loadtest
 
 help:
 	@echo "make lab        set up .venv, fetch the data, start JupyterLab on notebooks/"
@@ -19,7 +19,10 @@ help:
 	@echo "make release    regenerate the learner notebooks from notebooks/solutions/"
 	@echo "make bench      train the tutorial, core and going-further recipes (3 seeds), rewrite the README table"
 	@echo "make bench-pipeline  time the data pipelines (python -m helper_utils.bench pipeline)"
-	@echo "make bench-course  run the six solution notebooks, report times and results"
+	@echo "make bench-course  run the six core solution notebooks, report times and results"
+	@echo "make export-onnx  export the encoder and classifier to ONNX, check parity, time both (docs/results/onnx.md)"
+	@echo "make serve      start the search service on 127.0.0.1:8000 (builds models and index first if needed)"
+	@echo "make loadtest   a bounded loopback load test of the service (docs/results/service.md)"
 
 setup: $(STAMP)
 
@@ -63,6 +66,17 @@ bench: data
 
 bench-pipeline: data
 	$(BIN)/python -m helper_utils.bench pipeline --json artifacts/bench_pipeline.json
+
+# Going further (notebook 10): export to ONNX, serve the search on 127.0.0.1:$(PORT), load-test it.
+PORT ?= 8000
+export-onnx: data
+	$(BIN)/python -m helper_utils.export --out artifacts/onnx --report docs/results/onnx.md
+
+serve: data
+	$(BIN)/python -m helper_utils.serve --port $(PORT)
+
+loadtest: data
+	$(BIN)/python -m helper_utils.loadtest --requests 300 --concurrency 4 --report docs/results/service.md
 
 bench-course: data
 	$(BIN)/python -m helper_utils.bench course --json artifacts/course_results.json
