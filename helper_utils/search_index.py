@@ -8,7 +8,7 @@ web service can switch back end with one word:
 ==========  ============================  ==========================================================
 back end    structure                     trade-off
 ==========  ============================  ==========================================================
-``exact``   numpy brute force             every query reads all N vectors: exact, O(N) per query
+``exact``   torch brute force             every query reads all N vectors: exact, O(N) per query
 ``flat``    ``faiss.IndexFlatL2``         the same exact search in FAISS's optimised kernels
 ``hnsw``    ``faiss.IndexHNSWFlat``       a navigable small-world graph: ~O(log N) hops per query;
                                           ``M`` (links per node) and ``ef_search`` (breadth of the
@@ -109,6 +109,7 @@ class SearchIndex:
         self.ids: list[str] = []
         self._dim: int | None = None
         self._vectors: np.ndarray | None = None  # exact back end: (N, D) float32
+        self._sq_norms = None  # exact back end: (N,) squared lengths, computed once, not per query
         self._index = None  # faiss back ends
 
     # ----------------------------------------------------------------------- building
@@ -135,14 +136,14 @@ class SearchIndex:
         repeated = _repeated(self.ids, ids)
         if repeated:
             raise ValueError(f"ids must be unique; already used or repeated: {repeated[:5]}")
-        if self._dim is None:
-            self._dim = vectors.shape[1]
         if self.backend == "exact":
             self._vectors = vectors if self._vectors is None else np.concatenate([self._vectors, vectors])
+            self._sq_norms = None  # recomputed on the next search
         else:
             if self._index is None:
                 self._index = self._new_faiss_index(vectors)
             self._index.add(vectors)
+        self._dim = vectors.shape[1]
         self.labels += labels
         self.ids += ids
         return self
@@ -195,7 +196,9 @@ class SearchIndex:
             raise ValueError(f"k should be an integer from 1 to the index size {len(self)}, got {k!r}")
         queries = self._prepare(queries, "queries")
         if self.backend == "exact":
-            return _exact_search(self._vectors, queries, int(k))
+            if self._sq_norms is None:
+                self._sq_norms = _squared_norms(self._vectors)
+            return _exact_search(self._vectors, self._sq_norms, queries, int(k))
         squared, indices = self._index.search(queries, int(k))
         distances = np.sqrt(np.maximum(squared, 0.0, out=squared), out=squared)
         distances[indices < 0] = np.inf
@@ -329,21 +332,32 @@ class SearchIndex:
 # --------------------------------------------------------------------------- helpers
 
 
-def _exact_search(catalog: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Brute force: all ``(Q, N)`` squared distances in chunks of queries, top ``k`` of each row."""
-    sq_catalog = np.einsum("nd,nd->n", catalog, catalog)  # (N,)
+def _squared_norms(vectors: np.ndarray):
+    import torch
+
+    items = torch.from_numpy(vectors)  # (N, D), shares memory
+    return (items * items).sum(dim=1)  # (N,)
+
+
+def _exact_search(catalog: np.ndarray, sq_items, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Brute force with torch: all ``(Q, N)`` squared distances in chunks of queries, top ``k`` of each row.
+
+    torch rather than numpy for the top-k: ``Tensor.topk`` is several times faster than
+    ``np.argpartition`` over a million columns, and ``addmm`` fuses the distance arithmetic.
+    ``sq_items`` are the catalog's squared lengths (:func:`_squared_norms`).
+    """
+    import torch
+
+    items = torch.from_numpy(catalog)  # (N, D), shares memory
     rows = max(1, _EXACT_CHUNK // len(catalog))
     all_dist, all_idx = [], []
     for start in range(0, len(queries), rows):
-        q = queries[start:start + rows]  # (q, D)
-        # |q - e|^2 = |q|^2 + |e|^2 - 2 q.e; one matrix product does the O(N * D) work per query
-        dist = q @ catalog.T  # (q, N)
-        dist *= -2.0
-        dist += sq_catalog[None, :]
-        dist += np.einsum("qd,qd->q", q, q)[:, None]
-        top = np.argpartition(dist, k - 1, axis=1)[:, :k] if k < dist.shape[1] else np.tile(
-            np.arange(dist.shape[1]), (len(q), 1))  # (q, k), unordered
-        top_dist = np.take_along_axis(dist, top, axis=1)
+        q = torch.from_numpy(queries[start:start + rows])  # (q, D)
+        # |q - e|^2 = |e|^2 - 2 q.e + |q|^2; one matrix product does the O(N * D) work per query
+        dist = torch.addmm(sq_items[None, :], q, items.T, alpha=-2.0)  # (q, N), without the |q|^2 term
+        top_dist, top = dist.topk(k, dim=1, largest=False, sorted=False)  # (q, k)
+        top_dist += (q * q).sum(dim=1, keepdim=True)
+        top_dist, top = top_dist.numpy(), top.numpy()
         order = np.lexsort((top, top_dist), axis=1)  # by distance, then by row number
         all_idx.append(np.take_along_axis(top, order, axis=1))
         all_dist.append(np.take_along_axis(top_dist, order, axis=1))

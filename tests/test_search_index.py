@@ -219,3 +219,12 @@ def test_bad_inputs(backend):
         with pytest.raises(ValueError, match=message):
             call()
     assert len(index) == 20  # failed adds changed nothing
+
+
+def test_failed_first_add_leaves_the_index_empty():
+    index = SearchIndex("ivf", nlist=50)
+    with pytest.raises(ValueError, match="needs at least 50 vectors"):
+        index.add(np.ones((10, 4)))
+    assert len(index) == 0 and index.dim is None  # a later add may use another dimension
+    index.add(np.random.default_rng(0).normal(size=(60, 8)))
+    assert index.dim == 8 and len(index) == 60
