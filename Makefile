@@ -9,7 +9,7 @@ LAB_PORT ?= 8888
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)  # containers often run as root; Jupyter refuses it otherwise
 NBVAL_FLAGS := --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=1200 -p no:cacheprovider --durations=10
 
-.PHONY: help setup data lab test test-fast test-notebooks test-browser release bench bench-pipeline bench-course export-onnx serve loadtest
+.PHONY: help setup data lab test test-fast test-notebooks test-browser release bench bench-scale bench-pipeline bench-course export-onnx serve loadtest
 
 help:
 	@echo "make lab        set up .venv, fetch the data, start JupyterLab on notebooks/"
@@ -18,6 +18,7 @@ help:
 	@echo "make test-browser  notebook 06's search widget in JupyterLab + headless Chromium (screenshot in artifacts/browser/)"
 	@echo "make release    regenerate the learner notebooks from notebooks/solutions/"
 	@echo "make bench      train the tutorial, core and going-further recipes (3 seeds), rewrite the README table"
+	@echo "make bench-scale  exact vs FAISS search on 1M synthetic embeddings (docs/results/scale.md, ~6 min)"
 	@echo "make bench-pipeline  time the data pipelines (python -m helper_utils.bench pipeline)"
 	@echo "make bench-course  run the six core solution notebooks, report times and results"
 	@echo "make export-onnx  export the encoder and classifier to ONNX, check parity, time both (docs/results/onnx.md)"
@@ -63,6 +64,9 @@ release: $(STAMP)
 # About 45 minutes on a 2-core CPU; a GPU is used when present. Writes docs/results/bench_results.{json,md}.
 bench: data
 	$(BIN)/python -m helper_utils.bench results $(BENCH_ARGS)
+
+bench-scale: data
+	$(BIN)/python -m helper_utils.scale --n 1000000 --json docs/results/scale_results.json --plot docs/results/scale_recall_latency.png --markdown docs/results/scale.md
 
 bench-pipeline: data
 	$(BIN)/python -m helper_utils.bench pipeline --json artifacts/bench_pipeline.json

@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     res.add_argument("--json", type=Path, default=Path("docs/results/bench_results.json"))
     res.add_argument("--markdown", type=Path, default=Path("docs/results/bench_results.md"))
     res.add_argument("--readme", type=Path, default=Path("README.md"), help="rewrite its table ('' to skip)")
+    res.add_argument("--from-json", type=Path, help="re-render the table and README from a saved run, training nothing")
     args = parser.parse_args(argv)
 
     if args.command == "results":
@@ -225,10 +226,15 @@ def main(argv: list[str] | None = None) -> int:
 def _results_command(args) -> int:
     from helper_utils.results import results_markdown, run_benchmark, update_readme
 
-    print(f"Results benchmark on {machine_description()}: recipes {args.recipes}, seeds {args.seeds}", flush=True)
-    results = run_benchmark(args.recipes, args.seeds, args.repeat, log=lambda line: print(line, flush=True))
+    if args.from_json:
+        results = json.loads(args.from_json.read_text())
+    else:
+        print(f"Results benchmark on {machine_description()}: recipes {args.recipes}, seeds {args.seeds}", flush=True)
+        results = run_benchmark(args.recipes, args.seeds, args.repeat, log=lambda line: print(line, flush=True))
     table = results_markdown(results)
-    for path, text in ((args.json, json.dumps(results, indent=2) + "\n"), (args.markdown, table)):
+    outputs = [(args.markdown, table)] if args.from_json else [(args.json, json.dumps(results, indent=2) + "\n"),
+                                                              (args.markdown, table)]
+    for path, text in outputs:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     print("\n" + table)

@@ -188,9 +188,9 @@ def report_markdown(summary: dict, command: str) -> str:
     lines = [
         "# Search service: a short load test", "",
         f"Measured {summary['date']} with `{command}`.", "",
-        f"- Machine: {machine_description()}. Server and clients ran on it together, and other programs were "
-        f"using the CPU too (1-minute load average {summary['load_before']} before the run, "
-        f"{summary['load_after']} after).",
+        f"- Machine: {machine_description()}. Server and clients ran on it together (1-minute load average "
+        f"{summary['load_before']} before the run, {summary['load_after']} after; above the core count means "
+        f"other programs were using the CPU too).",
         f"- Server: `python -m helper_utils.serve run` (uvicorn, one process, 127.0.0.1), onnxruntime with "
         f"{summary['server_threads']} thread(s) per model, catalog of {summary['catalog_size']} photos "
         f"({summary['catalog_backend']} index), access log off.",

@@ -243,8 +243,8 @@ def results_markdown(results: dict) -> str:
     """The README's results table: mean ± half the min-max range over seeds, plus how a seed repeats."""
     m = results["machine"]
     lines = [
-        f"Measured by `make bench` on {m['description']} ({m['device']}, {m['threads']} threads), "
-        f"Python {m['python']}, torch {m['torch']}, torchvision {m['torchvision']}, {results['date']}; "
+        f"Measured by `make bench` on {m['description']} (device {m['device']}), "
+        f"torchvision {m['torchvision']}, {results['date']}; "
         f"seeds {', '.join(map(str, results['seeds']))}; mean ± half the spread (max − min) / 2 over seeds; "
         f"whole run {results['total_s'] / 60:.0f} min.",
         "",
