@@ -47,6 +47,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from helper_utils.files import atomic_path
+
 __all__ = [
     "CLASSES_7",
     "CLASSES_10",
@@ -639,18 +641,10 @@ def _read_cache(cache_file: Path, n_found: int, size: int):
 def _write_cache(cache_file: Path, images: np.ndarray, kept: list[int], bad: list[tuple[str, str]]) -> None:
     """Save to a temporary file, then rename: readers never see half a cache."""
     try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=cache_file.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, images=images, kept=np.asarray(kept, dtype=np.int64),
-                         bad_paths=np.asarray([p for p, _ in bad], dtype=str),
-                         bad_reasons=np.asarray([r for _, r in bad], dtype=str))
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is as readable as the data
-            os.replace(tmp, cache_file)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_path(cache_file, mode=0o644) as tmp, open(tmp, "wb") as f:  # as readable as the data
+            np.savez(f, images=images, kept=np.asarray(kept, dtype=np.int64),
+                     bad_paths=np.asarray([p for p, _ in bad], dtype=str),
+                     bad_reasons=np.asarray([r for _, r in bad], dtype=str))
         prefix = cache_file.name.rsplit("-", 1)[0] + "-"
         for old in cache_file.parent.glob(prefix + "*.npz"):  # caches of an older version of the folder
             if old != cache_file:

@@ -34,7 +34,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -47,6 +46,7 @@ from PIL import Image
 from torch import nn
 
 from helper_utils.data import CLASSES_7, CLASSES_10, ClothingDataset
+from helper_utils.files import atomic_path
 from helper_utils.models import MobileNetBackbone, MobileNetLikeClassifier, SiameseEncoder
 from helper_utils.training import checkpoint_dir
 
@@ -192,24 +192,17 @@ def export_onnx(module: nn.Module, path: str | Path, output_names: Sequence[str]
     import onnx
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, IMAGE_SIZE, IMAGE_SIZE, 3, dtype=torch.uint8)  # 2, not 1: nothing may specialise on 1
     dynamic = {name: {0: "batch"} for name in (INPUT_NAME, *output_names)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore", DeprecationWarning)  # "legacy exporter": deliberate, see above
-            torch.onnx.export(module.eval(), (example,), tmp, dynamo=False, opset_version=OPSET,
+            torch.onnx.export(module.eval(), (example,), str(tmp), dynamo=False, opset_version=OPSET,
                               input_names=[INPUT_NAME], output_names=list(output_names), dynamic_axes=dynamic)
-        model = onnx.load(tmp)
+        model = onnx.load(str(tmp))
         onnx.checker.check_model(model)
         onnx.helper.set_model_props(model, {"kit.input": INPUT_LAYOUT, **(metadata or {})})
-        onnx.save(model, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        onnx.save(model, str(tmp))
     return path
 
 

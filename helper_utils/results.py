@@ -24,8 +24,6 @@ between the ``bench:results`` markers, so the README always shows the last measu
 from __future__ import annotations
 
 import copy
-import json
-import os
 import platform
 import tempfile
 import time
@@ -40,6 +38,7 @@ from torch.utils.data import DataLoader
 
 from helper_utils.data import ClothingDataset
 from helper_utils.device import get_device, seed_everything
+from helper_utils.files import atomic_path
 from helper_utils.loaders import TensorLoader
 from helper_utils.models import MobileNetLikeClassifier, SiameseEncoder, SiameseNetwork
 from helper_utils.recipes import (ClassifierRecipe, GoingFurtherRecipe, SiameseRecipe, TutorialRecipe,
@@ -275,11 +274,6 @@ def update_readme(readme: Path, table: str) -> bool:
         return False
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
-    _atomic_write(Path(readme), f"{head}{README_START}\n{table}{README_END}{tail}")
+    with atomic_path(readme) as tmp:
+        tmp.write_text(f"{head}{README_START}\n{table}{README_END}{tail}")
     return True
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

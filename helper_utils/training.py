@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -19,6 +18,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from helper_utils.files import atomic_path
 
 __all__ = [
     "CHECKPOINT_ENV",
@@ -59,15 +60,8 @@ def checkpoint_dir() -> Path:
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
