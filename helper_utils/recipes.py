@@ -17,6 +17,7 @@ from torch import nn
 from helper_utils.augment import BatchAugment
 from helper_utils.data import ClothingDataset
 from helper_utils.device import get_device, seed_everything
+from helper_utils.files import atomic_path
 from helper_utils.loaders import ClassBalancedLoader, TensorLoader
 from helper_utils.losses import MinedTripletLoss
 from helper_utils.models import (MobileNetBackbone, MobileNetLikeClassifier, SiameseEncoder, WideMobileNetBackbone,
@@ -282,16 +283,15 @@ def fit_going_further(recipe: GoingFurtherRecipe | None = None, device=None, pro
     recipe = recipe or GoingFurtherRecipe()
     save_dir = Path(save_dir) if save_dir is not None else going_further_dir()
     model = WideMobileNetClassifier(7, WideMobileNetBackbone(recipe.config))
+    device = device or get_device()
     model, cls_history = fit_classifier(recipe.classifier, model=model, device=device, progress=progress,
                                         save_dir=save_dir)
-    device = device or get_device()
-    best = WideMobileNetClassifier(7, WideMobileNetBackbone(recipe.config))
-    load_checkpoint(best, save_dir / "classifier_best.pt", device)  # the best epoch, not the last
-    best.to(device)
-    encoder, siamese_history = fit_siamese(best.backbone, recipe.siamese, device=device, progress=progress,
+    load_checkpoint(model, save_dir / "classifier_best.pt", device)  # the best epoch, not the last
+    encoder, siamese_history = fit_siamese(model.backbone, recipe.siamese, device=device, progress=progress,
                                            eval_dataset=eval_dataset, save_dir=save_dir)
-    (save_dir / "recipe.json").write_text(json.dumps(asdict(recipe), indent=1))  # which recipe made these files
-    return best, encoder, {"classifier": cls_history, "siamese": siamese_history}
+    with atomic_path(save_dir / "recipe.json") as tmp:  # which recipe made these files
+        tmp.write_text(json.dumps(asdict(recipe), indent=1))
+    return model, encoder, {"classifier": cls_history, "siamese": siamese_history}
 
 
 def load_or_train_going_further(device=None, save_dir: Path | None = None, progress: bool = True,
