@@ -4,22 +4,25 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
+# STAMP: the course, what `make lab` needs; DEV_STAMP: + the going-further stack and the test tools (`make test`)
 STAMP  := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 LAB_PORT ?= 8888
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)  # containers often run as root; Jupyter refuses it otherwise
 NBVAL_FLAGS := --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=1200 -p no:cacheprovider --durations=10
 
-.PHONY: help setup data lab test test-fast test-notebooks test-browser release bench bench-scale bench-pipeline bench-course export-onnx serve loadtest
+.PHONY: help setup going-further data dev-data lab test test-fast test-notebooks test-browser release bench bench-scale bench-pipeline bench-course export-onnx serve loadtest
 
 help:
 	@echo "make lab        set up .venv, fetch the data, start JupyterLab on notebooks/"
 	@echo "make test       set up .venv, fetch the data, run the whole test suite (nbval included)"
 	@echo "make test-fast  the fast unit tests only"
 	@echo "make test-browser  notebook 06's search widget in JupyterLab + headless Chromium (screenshot in artifacts/browser/)"
-	@echo "make release    regenerate the learner notebooks from notebooks/solutions/"
+	@echo "make release    regenerate the learner notebooks and helper_utils/reference/ from notebooks/solutions/"
+	@echo "make going-further  install what notebooks 09-10 need (FAISS, ONNX, FastAPI)"
 	@echo "make bench      train the tutorial, core and going-further recipes (3 seeds), rewrite the README table"
 	@echo "make bench-scale  exact vs FAISS search on 1M synthetic embeddings (docs/results/scale.md, ~6 min)"
-	@echo "make bench-pipeline  time the data pipelines (python -m helper_utils.bench pipeline)"
+	@echo "make bench-pipeline  time the data pipelines (python -m tools.bench pipeline)"
 	@echo "make bench-course  run the six core solution notebooks, report times and results"
 	@echo "make export-onnx  export the encoder and classifier to ONNX, check parity, time both (docs/results/onnx.md)"
 	@echo "make serve      start the search service on 127.0.0.1:8000 (builds models and index first if needed)"
@@ -27,60 +30,69 @@ help:
 
 setup: $(STAMP)
 
-# Re-installs only when pyproject.toml changes.
+# Each re-installs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e .
 	touch $@
+
+$(DEV_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+going-further: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[going-further]'
 
 data: $(STAMP)
 	$(BIN)/python -m helper_utils.data fetch
 
+dev-data: $(DEV_STAMP) data
+
 lab: data
 	$(BIN)/jupyter lab --notebook-dir=notebooks --port=$(LAB_PORT) $(ROOT_FLAG) $(LAB_ARGS)
 
-test: data
-	$(BIN)/python -m helper_utils.release --check
-	$(BIN)/python -m helper_utils.release --clean --check
+test: dev-data
+	$(BIN)/python -m tools.release --check
+	$(BIN)/python -m tools.release --clean --check
 	$(BIN)/python -m pytest tests
 	UNITTESTS_STRICT=1 $(BIN)/python -m pytest $(NBVAL_FLAGS) notebooks/solutions
 
-test-fast: $(STAMP)
+test-fast: $(DEV_STAMP)
 	$(BIN)/python -m pytest tests -m "not slow"
 
 # Opt-in: installs Debian's chromium if missing (Playwright drives it; never `playwright install`).
-test-browser: data
+test-browser: dev-data
 	command -v chromium >/dev/null || .ci/install-chromium
 	FASHION_KIT_BROWSER=1 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/python -m pytest tests/browser -p no:cacheprovider
 
-test-notebooks: data
+test-notebooks: dev-data
 	UNITTESTS_STRICT=1 $(BIN)/python -m pytest $(NBVAL_FLAGS) notebooks/solutions
 
-release: $(STAMP)
-	$(BIN)/python -m helper_utils.release --clean
-	$(BIN)/python -m helper_utils.release
+release: $(DEV_STAMP)
+	$(BIN)/python -m tools.release --clean
+	$(BIN)/python -m tools.release
 
 # About 45 minutes on a 2-core CPU; a GPU is used when present. Writes docs/results/bench_results.{json,md}.
-bench: data
-	$(BIN)/python -m helper_utils.bench results $(BENCH_ARGS)
+bench: dev-data
+	$(BIN)/python -m tools.bench results $(BENCH_ARGS)
 
-bench-scale: data
-	$(BIN)/python -m helper_utils.scale --n 1000000 --json docs/results/scale_results.json --plot docs/results/scale_recall_latency.png --markdown docs/results/scale.md
+bench-scale: dev-data
+	$(BIN)/python -m helper_utils.going_further.scale --n 1000000 --json docs/results/scale_results.json --plot docs/results/scale_recall_latency.png --markdown docs/results/scale.md
 
-bench-pipeline: data
-	$(BIN)/python -m helper_utils.bench pipeline --json artifacts/bench_pipeline.json
+bench-pipeline: dev-data
+	$(BIN)/python -m tools.bench pipeline --json artifacts/bench_pipeline.json
 
 # Going further (notebook 10): export to ONNX, serve the search on 127.0.0.1:$(PORT), load-test it.
 PORT ?= 8000
-export-onnx: data
-	$(BIN)/python -m helper_utils.export --out artifacts/onnx --report docs/results/onnx.md
+export-onnx: dev-data
+	$(BIN)/python -m helper_utils.going_further.export --out artifacts/onnx --report docs/results/onnx.md
 
-serve: data
-	$(BIN)/python -m helper_utils.serve --port $(PORT)
+serve: dev-data
+	$(BIN)/python -m helper_utils.going_further.serve --port $(PORT)
 
-loadtest: data
-	$(BIN)/python -m helper_utils.loadtest --requests 300 --concurrency 4 --report docs/results/service.md
+loadtest: dev-data
+	$(BIN)/python -m tools.loadtest --requests 300 --concurrency 4 --report docs/results/service.md
 
-bench-course: data
-	$(BIN)/python -m helper_utils.bench course --json artifacts/course_results.json
+bench-course: dev-data
+	$(BIN)/python -m tools.bench course --json artifacts/course_results.json

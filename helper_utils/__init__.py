@@ -1,12 +1,17 @@
-"""Helpers for the fashion visual-search course: data, models, training, retrieval, plots, widgets.
+"""Helpers for the fashion visual-search course: what the notebooks import.
 
 Every name a notebook needs is importable from here, e.g. ``from helper_utils import fetch``.
-The reference answers of earlier exercises live here too (``InvertedResidualBlock``,
+The reference answers of the exercises are here too (``InvertedResidualBlock``,
 ``MobileNetBackbone``, ``TripletDataset``, ...), so a later notebook never depends on an
-earlier exercise being right.
+earlier exercise being right. They are generated from the solution notebooks into
+:mod:`helper_utils.reference` (``make release``); edit the notebook, never the copy.
 
-Names are imported on first use (PEP 562), so that ``python -m helper_utils.data`` and
-friends start without importing every module twice.
+Layout: one module per concept (``data``, ``training``, ``retrieval``, ``plotting``, ...), the
+reference answers in ``reference/``, and what only the going-further notebooks (07-10) need in
+``going_further/``. Maintainer tools (release, benchmarks) live outside the package, in ``tools/``.
+
+Names are imported on first use (PEP 562): ``import helper_utils`` stays fast, and
+``python -m helper_utils.data fetch`` does not import its own module twice.
 """
 
 from importlib import import_module
@@ -14,29 +19,27 @@ from importlib import import_module
 _EXPORTS = {
     "helper_utils.data": ["CLASSES_7", "CLASSES_10", "ClothingDataset", "DatasetNotFoundError", "FetchError",
                           "data_root", "dataset_dir", "fetch", "make_loader"],
-    "helper_utils.device": ["get_device", "seed_everything"],
-    "helper_utils.explain": ["GradCAM", "grad_cam", "overlay_cam"],
-    "helper_utils.models": ["InvertedResidualBlock", "MobileNetBackbone", "MobileNetLikeClassifier",
-                            "SiameseEncoder", "SiameseNetwork", "count_parameters"],
-    "helper_utils.retrieval": ["find_closest", "get_embeddings", "get_query_img_embedding", "retrieval_metrics"],
-    "helper_utils.search_index": ["SearchIndex"],
-    "helper_utils.training": ["checkpoint_dir", "compute_class_weights", "evaluate", "load_checkpoint", "predict",
-                              "save_checkpoint", "train_classifier", "train_siamese"],
-    "helper_utils.transforms": ["train_transform", "val_transform"],
-    "helper_utils.triplets": ["TripletDataset"],
+    "helper_utils.device": ["get_device", "machine_description", "seed_everything"],
+    "helper_utils.paths": ["checkpoint_dir"],
+    "helper_utils.retrieval": ["knn", "l2_normalize", "retrieval_metrics"],
+    "helper_utils.training": ["count_parameters", "evaluate", "load_checkpoint", "predict", "save_checkpoint",
+                              "train_classifier", "train_siamese"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = list(_MODULE_OF)
+_REFERENCE = "helper_utils.reference"  # every name in its __all__: the exercises' answers
 
 
 def __getattr__(name: str):
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module 'helper_utils' has no attribute {name!r}")
-    value = getattr(import_module(_MODULE_OF[name]), name)
+    if name in _MODULE_OF:
+        value = getattr(import_module(_MODULE_OF[name]), name)
+    else:
+        reference = import_module(_REFERENCE)
+        if name not in reference.__all__:
+            raise AttributeError(f"module 'helper_utils' has no attribute {name!r}")
+        value = getattr(reference, name)
     globals()[name] = value  # later look-ups skip this function
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(_MODULE_OF) | set(import_module(_REFERENCE).__all__))

@@ -47,6 +47,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from helper_utils import paths
 from helper_utils.files import atomic_path
 
 __all__ = [
@@ -137,10 +138,7 @@ def data_root() -> Path:
         ``$FASHION_KIT_DATA`` when set, else the repository's ``data/`` folder (found from this
         file, so the answer is the same from any working directory).
     """
-    env = os.environ.get("FASHION_KIT_DATA")
-    if env:
-        return Path(env).expanduser().resolve()
-    return Path(__file__).resolve().parents[1] / "data"
+    return paths.data_root()
 
 
 def dataset_dir(root: str | Path | None = None) -> Path:
@@ -154,11 +152,10 @@ def dataset_dir(root: str | Path | None = None) -> Path:
 
 def _shared_archive() -> Path | None:
     """A local copy of the archive: ``$FASHION_KIT_ARCHIVE``, else ``<repo>/../shared/datasets/...``."""
-    env = os.environ.get("FASHION_KIT_ARCHIVE")
-    if env:
-        return Path(env).expanduser()
-    shared = Path(__file__).resolve().parents[2] / "shared" / "datasets" / SHARED_ARCHIVE_NAME
-    return shared if shared.is_file() else None
+    candidate = paths.shared_archive_candidates(SHARED_ARCHIVE_NAME)[0]
+    if os.environ.get(paths.ARCHIVE_ENV):
+        return candidate
+    return candidate if candidate.is_file() else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import platform
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["get_device", "seed_everything"]
+__all__ = ["get_device", "machine_description", "seed_everything"]
 
 
 def get_device() -> torch.device:
@@ -35,3 +37,17 @@ def seed_everything(seed: int = 42, deterministic: bool = False) -> None:
     if deterministic:
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
+
+
+def machine_description() -> str:
+    """One line naming the CPU, torch threads, Python, torch and OS: printed with every measured number."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {torch.get_num_threads()} threads, Python {platform.python_version()}, "
+            f"torch {torch.__version__}, {platform.system()}")

@@ -17,6 +17,7 @@ __all__ = [
     "plot_confusion_matrix",
     "show_triplets",
     "show_search_results",
+    "overlay_cam",
     "show_cams",
     "plot_embedding_map",
 ]
@@ -125,6 +126,31 @@ def show_search_results(query, results: Sequence, labels: Sequence[str], distanc
     return fig
 
 
+def overlay_cam(image, cam, alpha: float = 0.45, cmap: str = "jet") -> np.ndarray:
+    """A photo with its heatmap blended on top: ``(H, W, 3)`` floats in ``[0, 1]``.
+
+    Args:
+        image: PIL image, or normalised ``(3, H, W)`` tensor (as the model sees it).
+        cam: ``(H, W)`` tensor or array in ``[0, 1]``, the photo's size.
+        alpha: weight of the heatmap (0: the photo only).
+        cmap: a matplotlib colormap name.
+
+    Raises:
+        ValueError: for a heatmap of another size than the photo, or ``alpha`` outside ``[0, 1]``.
+    """
+    import matplotlib
+
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha should be between 0 and 1, got {alpha!r}")
+    photo = to_image(image)
+    photo = photo / 255.0 if np.issubdtype(photo.dtype, np.integer) else photo.astype(np.float64)  # PIL: uint8
+    heat = cam.detach().cpu().numpy() if isinstance(cam, torch.Tensor) else np.asarray(cam)
+    if heat.shape != photo.shape[:2]:
+        raise ValueError(f"the heatmap should have the photo's size {photo.shape[:2]}, got {heat.shape}")
+    colours = matplotlib.colormaps[cmap](np.clip(heat, 0.0, 1.0))[..., :3]  # (H, W, 3)
+    return (1.0 - alpha) * photo + alpha * colours
+
+
 def show_cams(images: Sequence, cams, titles: Sequence[str] | None = None, row_titles: Sequence[str] | None = None,
               alpha: float = 0.45, size: float = 1.7):
     """One column per photo: the photo on top, then one Grad-CAM overlay per row below it.
@@ -135,8 +161,6 @@ def show_cams(images: Sequence, cams, titles: Sequence[str] | None = None, row_t
         titles: one title per photo.
         row_titles: one label per heatmap row, written on the left (e.g. the layer).
     """
-    from helper_utils.explain import overlay_cam
-
     rows = list(cams) if isinstance(cams, (list, tuple)) else [cams]  # a list: several rows of heatmaps
     n = len(images)
     fig, axes = plt.subplots(1 + len(rows), n, figsize=(n * size, (1 + len(rows)) * (size + 0.1) + 0.4),

@@ -1,12 +1,12 @@
-"""Embeddings, exact k-nearest-neighbour search and retrieval metrics (notebook 06 reference answers).
+"""Exact k-nearest-neighbour search and retrieval metrics.
 
-Three layers, kept apart:
+Two layers, kept apart (the embedding functions are notebook 06's answers, in
+:mod:`helper_utils.reference`):
 
-* plumbing that runs a model: :func:`get_query_img_embedding`, :func:`get_embeddings`;
-* search: :func:`knn` (batched, exact, Euclidean) and :func:`find_closest` (one query);
+* search: :func:`l2_normalize` and :func:`knn`, the kit's one exact k-nearest-neighbour search
+  (batched, Euclidean); ``SearchIndex`` in the going-further package uses it as its exact back end;
 * metrics under leave-one-out on a catalog, where every item queries all the others:
-  :func:`retrieval_metrics` and the single-number helpers :func:`precision_at_1`,
-  :func:`recall_at_k`, :func:`r_precision`, :func:`map_at_r`.
+  :func:`retrieval_metrics`.
 
 The metric maths works on a boolean *match matrix*: row ``i`` lists, nearest first, whether
 each other catalog item has query ``i``'s label. R-Precision and mAP@R follow Musgrave,
@@ -15,132 +15,30 @@ Belongie and Lim, "A Metric Learning Reality Check" (ECCV 2020).
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence, Union
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader
 
-from helper_utils.search_index import SearchIndex  # re-exported: knn's counterpart with FAISS back ends and save/load
+__all__ = ["knn", "l2_normalize", "retrieval_metrics"]
 
-__all__ = [
-    "find_closest",
-    "get_embeddings",
-    "get_query_img_embedding",
-    "knn",
-    "map_at_r",
-    "precision_at_1",
-    "r_precision",
-    "recall_at_k",
-    "retrieval_metrics",
-    "SearchIndex",
-]
-
-Device = Union[str, torch.device]
 _CHUNK_ELEMENTS = 1 << 20  # distance-matrix entries held at once (8 MiB in float64)
-
-
-# --------------------------------------------------------------------------- embeddings
-
-
-@torch.no_grad()
-def get_query_img_embedding(encoder: torch.nn.Module, transform: Any, img: Image.Image, device: Device) -> np.ndarray:
-    """Embed one query photo: ``transform(img)`` through ``encoder`` in eval mode, without gradients.
-
-    Args:
-        encoder: maps ``(B, 3, H, W)`` to ``(B, D)``; already on ``device``.
-        transform: turns a PIL RGB image into a ``(3, H, W)`` tensor (the validation transform).
-        img: a PIL image of any mode (``"L"``, ``"RGBA"``, ... are converted to RGB first).
-        device: where to run, e.g. ``"cpu"`` or ``torch.device("cuda")``.
-
-    Returns:
-        A float32 array ``(1, D)``.
-
-    Raises:
-        ValueError: when ``img`` is not a PIL image.
-    """
-    if not isinstance(img, Image.Image):
-        raise ValueError(f"img should be a PIL image (e.g. PIL.Image.open(path)), got {type(img).__name__}")
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    x = transform(img).unsqueeze(0).to(device)  # (1, 3, H, W)
-    with _eval_mode(encoder):
-        return encoder(x).float().cpu().numpy()  # (1, D)
-
-
-@torch.no_grad()
-def get_embeddings(encoder: torch.nn.Module, dataset: Any, device: Device, batch_size: int = 64,
-                   progress: bool = False, num_workers: int = 0) -> np.ndarray:
-    """Embed every image of ``dataset``, in the dataset's order, in eval mode and without gradients.
-
-    Args:
-        encoder: maps ``(B, 3, H, W)`` to ``(B, D)``; already on ``device``.
-        dataset: map-style dataset whose items are ``(image_tensor, label)`` (or a bare tensor).
-        device: where to run the encoder.
-        batch_size: images per forward pass; the last batch may be smaller.
-        progress: show a tqdm progress bar.
-        num_workers: DataLoader workers decoding images in parallel.
-
-    Returns:
-        A float32 array ``(N, D)``; row ``i`` embeds ``dataset[i]``.
-
-    Raises:
-        ValueError: for an empty dataset or a ``batch_size`` below 1.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size should be at least 1, got {batch_size!r}")
-    if len(dataset) == 0:
-        raise ValueError("the dataset is empty: there is nothing to embed")
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    if progress:
-        from tqdm.auto import tqdm
-
-        loader = tqdm(loader, desc="embedding", unit="batch")
-    chunks = []
-    with _eval_mode(encoder):
-        for batch in loader:
-            images = batch[0] if isinstance(batch, (list, tuple)) else batch  # drop the labels
-            chunks.append(encoder(images.to(device)).float().cpu().numpy())  # (b, D)
-    return np.concatenate(chunks)  # (N, D)
-
-
-class _eval_mode:
-    """Put a module in eval mode for a block and give it back its previous mode afterwards."""
-
-    def __init__(self, module: torch.nn.Module) -> None:
-        self.module, self.was_training = module, module.training
-
-    def __enter__(self) -> None:
-        self.module.eval()
-
-    def __exit__(self, *exc) -> None:
-        self.module.train(self.was_training)
 
 
 # --------------------------------------------------------------------------- search
 
 
-def find_closest(embeddings: Any, query_embedding: Any, k: int = 5) -> np.ndarray:
-    """Indices of the ``k`` catalog embeddings nearest to the query, nearest first.
+def l2_normalize(embeddings: Any) -> Any:
+    """Scale every row to length 1, so Euclidean distance ranks like cosine similarity.
 
-    Args:
-        embeddings: catalog ``(N, D)``.
-        query_embedding: one query, ``(D,)`` or ``(1, D)``.
-        k: how many to return; more than ``N`` returns all ``N``.
-
-    Returns:
-        An int64 array ``(min(k, N),)`` ordered by Euclidean distance; equal distances keep
-        index order.
-
-    Raises:
-        ValueError: for ``k < 1``, or a query that is not a single ``D``-vector.
+    Takes and returns a NumPy array or a torch tensor ``(N, D)`` (or one vector ``(D,)``);
+    a tensor keeps its gradient. An all-zero row stays zero.
     """
-    query = _as_2d(query_embedding, "query_embedding")
-    if query.shape[0] != 1:
-        raise ValueError(f"query_embedding should be one vector (D,) or (1, D), got shape {query.shape}")
-    indices, _ = knn(embeddings, query, k)
-    return indices[0]
+    if isinstance(embeddings, torch.Tensor):
+        return torch.nn.functional.normalize(embeddings, dim=-1)
+    x = np.asarray(embeddings, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)  # (N, 1)
+    return x / np.maximum(norms, 1e-12)
 
 
 def knn(embeddings: Any, queries: Any, k: int, exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -280,23 +178,3 @@ def _per_query_scores(matches: np.ndarray, ks: Sequence[int]) -> dict[str, np.nd
     scores["mAP@R"] = (hits_so_far / ranks * matches * within_r).sum(axis=1) / safe_r
     scores["R"] = r
     return scores
-
-
-def precision_at_1(embeddings: Any, labels: Any) -> float:
-    """Share of queries whose nearest other item has their label (see :func:`retrieval_metrics`)."""
-    return retrieval_metrics(embeddings, labels, ks=())["P@1"]
-
-
-def recall_at_k(embeddings: Any, labels: Any, k: int = 5) -> float:
-    """Share of queries with an item of their label among the ``k`` nearest others (see :func:`retrieval_metrics`)."""
-    return retrieval_metrics(embeddings, labels, ks=(k,))[f"Recall@{k}"]
-
-
-def r_precision(embeddings: Any, labels: Any) -> float:
-    """Mean R-Precision under leave-one-out (see :func:`retrieval_metrics`)."""
-    return retrieval_metrics(embeddings, labels, ks=())["R-Precision"]
-
-
-def map_at_r(embeddings: Any, labels: Any) -> float:
-    """Mean average precision at R under leave-one-out (see :func:`retrieval_metrics`)."""
-    return retrieval_metrics(embeddings, labels, ks=())["mAP@R"]

@@ -13,18 +13,18 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from helper_utils.paths import checkpoint_dir  # re-exported: where notebooks save weights
 from helper_utils.files import atomic_path
 
 __all__ = [
-    "CHECKPOINT_ENV",
     "checkpoint_dir",
-    "compute_class_weights",
+    "count_parameters",
     "evaluate",
     "predict",
     "save_checkpoint",
@@ -33,29 +33,14 @@ __all__ = [
     "train_siamese",
 ]
 
-CHECKPOINT_ENV = "FASHION_KIT_CHECKPOINTS"  # where trained weights go; default <repo>/checkpoints
 
 
-def compute_class_weights(targets: Sequence[int], num_classes: int) -> torch.Tensor:
-    """Inverse-frequency class weights, ``total / count``, as a float tensor of length ``num_classes``.
-
-    Rare classes get larger weights so that weighted cross-entropy does not let the
-    frequent classes dominate. A class with no samples gets weight 0 (it never appears).
-    """
-    counts = torch.bincount(torch.as_tensor(list(targets), dtype=torch.long), minlength=num_classes).float()
-    weights = torch.zeros(num_classes)
-    present = counts > 0
-    weights[present] = counts.sum() / counts[present]
-    return weights
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 # --------------------------------------------------------------------------- checkpoints
-
-def checkpoint_dir() -> Path:
-    """``$FASHION_KIT_CHECKPOINTS`` or ``<repo>/checkpoints``, from any working directory."""
-    env = os.environ.get(CHECKPOINT_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "checkpoints"
-
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from helper_utils.retrieval import get_query_img_embedding, knn
+from helper_utils.reference import get_query_img_embedding
+from helper_utils.retrieval import knn
 
 __all__ = ["QueryImageError", "MAX_UPLOAD_BYTES", "MAX_SIDE", "load_query_image", "SearchResult", "VisualSearch"]
 

@@ -1,6 +1,6 @@
 """Every grader cell, run on the exercise cells of each notebook: passes on the solution, fails cleanly on the stub.
 
-Only the cells tagged ``setup`` and ``exercise`` run before the grader cells (no training, no
+Only the cells tagged ``export``, ``setup`` and ``exercise`` run before the grader cells (no training, no
 data loading), so this takes seconds. nbval runs the whole solution notebooks separately.
 """
 
@@ -10,7 +10,7 @@ import io
 import nbformat
 import pytest
 
-from helper_utils import release
+from tools import release
 
 SOLUTIONS = sorted(release.SOLUTIONS.glob("[0-9][0-9]_*.ipynb"))
 
@@ -25,7 +25,7 @@ EXERCISED = [path for path in SOLUTIONS if _has_tag(path, "exercise")]  # the go
 def _graded_cells(path):
     nb = nbformat.read(path, as_version=4)
     return [cell for cell in nb.cells if cell.cell_type == "code"
-            and {"setup", "exercise", "grader"} & set(cell.metadata.get("tags", []))]
+            and {"export", "setup", "exercise", "grader"} & set(cell.metadata.get("tags", []))]
 
 
 def _run(path, monkeypatch):

@@ -24,9 +24,17 @@ def _name(requirement: str) -> str:
     return re.split(r"[<>=!~\[ ;]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
-def test_environment_installs_the_kit_with_its_dev_extra():
+def test_environment_installs_the_kit_for_every_notebook():
     pip_section = [d for d in _environment()["dependencies"] if isinstance(d, dict)]
-    assert pip_section == [{"pip": ["-e .[dev]"]}], "environment.yml must install the kit with `pip install -e .[dev]`"
+    assert pip_section == [{"pip": ["-e .[going-further]"]}], \
+        "environment.yml must install the kit with `pip install -e .[going-further]`"
+
+
+def test_the_going_further_stack_is_an_extra_not_a_core_dependency():
+    core = {_name(r) for r in _pyproject()["project"]["dependencies"]}
+    extra = {_name(r) for r in _pyproject()["project"]["optional-dependencies"]["going-further"]}
+    assert {"faiss-cpu", "onnx", "onnxruntime", "fastapi", "uvicorn"} <= extra
+    assert not core & extra, f"notebooks 01-08 should not install {sorted(core & extra)}"
 
 
 def test_environment_python_is_allowed_by_pyproject():

@@ -2,7 +2,7 @@
 
 import torch
 
-from helper_utils.models import MobileNetBackbone
+from helper_utils.reference import MobileNetBackbone
 from helper_utils.recipes import (ClassifierRecipe, SiameseRecipe, fit_classifier, load_or_train_backbone,
                                   load_or_train_encoder)
 

@@ -7,14 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from torch import nn
-from torch.utils.data import TensorDataset
-from torchvision import transforms as T
 
 from helper_utils import retrieval
-from helper_utils.retrieval import (find_closest, get_embeddings, get_query_img_embedding, knn, map_at_r,
-                                    precision_at_1, r_precision, recall_at_k, retrieval_metrics)
+from helper_utils.retrieval import knn, l2_normalize, retrieval_metrics
 
 # --------------------------------------------------------------------------- oracles (plain loops)
 
@@ -49,37 +44,6 @@ def _loop_metrics(embeddings, labels, ks):
 
 
 CATALOG = np.array([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0], [0.0, 2.0]])
-
-
-def test_find_closest_hand_computed():
-    # distances from (0.9, 0): 0.9, 0.1, 2.1, sqrt(0.81 + 4) = 2.19
-    assert find_closest(CATALOG, np.array([[0.9, 0.0]]), k=3).tolist() == [1, 0, 2]
-    assert find_closest(CATALOG, np.array([0.9, 0.0]), k=4).tolist() == [1, 0, 2, 3]
-
-
-def test_find_closest_returns_int_indices_and_clips_k():
-    out = find_closest(CATALOG.astype(np.float32), torch.tensor([0.0, 1.9]), k=10)
-    assert isinstance(out, np.ndarray) and out.dtype == np.int64
-    assert out.tolist() == [3, 0, 1, 2]
-    assert find_closest(CATALOG, CATALOG[2]).shape == (4,)  # default k=5, clipped to N
-
-
-def test_find_closest_keeps_index_order_on_ties():
-    catalog = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0], [0.0, 0.0]])
-    assert find_closest(catalog, [0.0, 0.0], k=5).tolist() == [4, 0, 1, 2, 3]
-
-
-@pytest.mark.parametrize("k", [0, -1, 2.5, True, "3"])
-def test_find_closest_rejects_bad_k(k):
-    with pytest.raises(ValueError, match="k should be a positive integer"):
-        find_closest(CATALOG, [0.0, 0.0], k=k)
-
-
-def test_find_closest_rejects_several_queries():
-    with pytest.raises(ValueError, match="one vector"):
-        find_closest(CATALOG, CATALOG[:2])
-    with pytest.raises(ValueError, match="dimensions"):
-        find_closest(CATALOG, [0.0, 0.0, 0.0])
 
 
 @pytest.mark.parametrize("exclude_self", [False, True])
@@ -171,16 +135,6 @@ def test_metrics_match_the_loop_oracle(seed, monkeypatch):
     assert retrieval_metrics(x, labels, ks=(1, 3, 10)) == pytest.approx(want)
 
 
-def test_single_metric_helpers_agree_with_the_dict():
-    rng = np.random.default_rng(3)
-    x, labels = rng.normal(size=(20, 3)), rng.integers(0, 3, size=20)
-    m = retrieval_metrics(x, labels, ks=(1, 5))
-    assert precision_at_1(x, labels) == m["P@1"] == m["Recall@1"]
-    assert recall_at_k(x, labels, 5) == m["Recall@5"]
-    assert r_precision(x, labels) == m["R-Precision"]
-    assert map_at_r(x, labels) == m["mAP@R"]
-
-
 def test_single_item_classes_are_left_out_of_every_metric():
     # The lone "c" item cannot score; as a distractor it still costs the a's their P@1 here.
     x = np.array([[0.0], [2.0], [1.0], [10.0], [11.0]])
@@ -206,95 +160,11 @@ def test_metrics_validate_their_inputs():
         retrieval_metrics(CATALOG, [0, 0, 1, 1], ks=(0,))
 
 
-# --------------------------------------------------------------------------- embeddings
-
-
-def _encoder():
-    torch.manual_seed(0)
-    enc = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                        nn.Dropout(0.5), nn.Linear(4, 5))
-    enc[1].running_mean.fill_(0.5)
-    return enc.train()
-
-
-TRANSFORM = T.Compose([T.Resize((10, 10)), T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)])
-
-
-def _image(mode="RGB"):
-    pixels = np.random.default_rng(0).integers(0, 256, size=(12, 16, 3), dtype=np.uint8)
-    return Image.fromarray(pixels).convert(mode)
-
-
-def test_query_embedding_is_the_eval_mode_output():
-    enc, img = _encoder(), _image()
-    out = get_query_img_embedding(enc, TRANSFORM, img, "cpu")
-    enc.eval()
-    with torch.no_grad():
-        want = enc(TRANSFORM(img)[None]).numpy()
-    assert isinstance(out, np.ndarray) and out.shape == (1, 5) and out.dtype == np.float32
-    np.testing.assert_allclose(out, want, atol=1e-6)
-
-
-def test_query_embedding_restores_the_mode_and_builds_no_graph():
-    enc = _encoder()
-    get_query_img_embedding(enc, TRANSFORM, _image(), torch.device("cpu"))
-    assert enc.training
-    assert all(p.grad is None for p in enc.parameters())
-
-
-@pytest.mark.parametrize("mode", ["L", "RGBA", "P"])
-def test_query_embedding_converts_any_mode_to_rgb(mode):
-    enc = _encoder()
-    out = get_query_img_embedding(enc, TRANSFORM, _image(mode), "cpu")
-    want = get_query_img_embedding(enc, TRANSFORM, _image(mode).convert("RGB"), "cpu")
-    np.testing.assert_array_equal(out, want)
-
-
-@pytest.mark.parametrize("not_an_image", [np.zeros((8, 8, 3), np.uint8), "photo.jpg", torch.zeros(3, 8, 8)])
-def test_query_embedding_rejects_non_images(not_an_image):
-    with pytest.raises(ValueError, match="PIL image"):
-        get_query_img_embedding(_encoder(), TRANSFORM, not_an_image, "cpu")
-
-
-def _dataset(n=11):
-    g = torch.Generator().manual_seed(0)
-    return TensorDataset(torch.randn(n, 3, 8, 8, generator=g), torch.arange(n) % 3)
-
-
-@pytest.mark.parametrize("batch_size", [1, 4, 64])
-def test_get_embeddings_in_dataset_order(batch_size):
-    enc, data = _encoder(), _dataset()
-    out = get_embeddings(enc, data, "cpu", batch_size=batch_size)
-    enc.eval()
-    with torch.no_grad():
-        want = torch.cat([enc(data[i][0][None]) for i in range(len(data))]).numpy()
-    assert out.shape == (11, 5) and out.dtype == np.float32
-    np.testing.assert_allclose(out, want, atol=1e-6)
-
-
-def test_get_embeddings_restores_the_mode_and_shows_progress(capsys):
-    enc = _encoder()
-    out = get_embeddings(enc, _dataset(), torch.device("cpu"), batch_size=5, progress=True)
-    assert out.shape == (11, 5) and enc.training
-    assert "embedding" in capsys.readouterr().err
-
-
-def test_get_embeddings_accepts_bare_image_datasets():
-    images = _dataset().tensors[0]
-    enc = _encoder()
-
-    class Bare(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(images)
-
-        def __getitem__(self, i):
-            return images[i]
-
-    np.testing.assert_allclose(get_embeddings(enc, Bare(), "cpu"), get_embeddings(enc, _dataset(), "cpu"))
-
-
-def test_get_embeddings_validates_its_inputs():
-    with pytest.raises(ValueError, match="empty"):
-        get_embeddings(_encoder(), _dataset(0), "cpu")
-    with pytest.raises(ValueError, match="batch_size"):
-        get_embeddings(_encoder(), _dataset(), "cpu", batch_size=0)
+def test_l2_normalize_numpy_and_torch_alike():
+    x = np.array([[3.0, 4.0], [0.0, 0.0], [1.0, 0.0]])
+    np.testing.assert_allclose(l2_normalize(x), [[0.6, 0.8], [0.0, 0.0], [1.0, 0.0]], atol=1e-7)
+    t = torch.tensor(x, requires_grad=True)
+    out = l2_normalize(t)
+    np.testing.assert_allclose(out.detach().numpy(), l2_normalize(x), atol=1e-7)
+    out.sum().backward()  # keeps the gradient
+    assert torch.isfinite(t.grad).all()

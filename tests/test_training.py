@@ -5,8 +5,9 @@ from torch import nn
 
 from helper_utils.loaders import TensorLoader
 from helper_utils.losses import MinedTripletLoss
-from helper_utils.models import MobileNetLikeClassifier, SiameseEncoder, SiameseNetwork, MobileNetBackbone
-from helper_utils.training import (compute_class_weights, evaluate, load_checkpoint, save_checkpoint,
+from helper_utils.reference import MobileNetLikeClassifier, SiameseEncoder, SiameseNetwork, MobileNetBackbone
+from helper_utils.reference import compute_class_weights
+from helper_utils.training import (evaluate, load_checkpoint, save_checkpoint,
                                    train_classifier, train_siamese)
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from helper_utils.models import MobileNetBackbone, SiameseEncoder
-from helper_utils.transforms import val_transform
+from helper_utils.reference import MobileNetBackbone, SiameseEncoder
+from helper_utils.reference import val_transform
 from helper_utils.widgets import MAX_SIDE, QueryImageError, VisualSearch, load_query_image
 
 

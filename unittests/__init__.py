@@ -6,13 +6,13 @@ Set ``UNITTESTS_STRICT=1`` to make a failing grader raise (CI does).
 """
 
 from unittests.framework import GraderFailed, Report, STRICT_ENV
-from unittests.transforms import test_class_weights, test_transforms
-from unittests.blocks import test_block
-from unittests.backbone import test_backbone, test_classifier
-from unittests.triplets import test_triplet_dataset
-from unittests.siamese import test_siamese_encoder, test_siamese_network
-from unittests.search import test_find_closest, test_get_embeddings, test_query_embedding
-from unittests.explain import test_grad_cam
+from unittests.data_pipeline import test_class_weights, test_transforms
+from unittests.inverted_residual_block import test_block
+from unittests.backbone_and_classifier import test_backbone, test_classifier
+from unittests.triplet_dataset import test_triplet_dataset
+from unittests.siamese_training import test_siamese_encoder, test_siamese_network
+from unittests.visual_search import test_find_closest, test_get_embeddings, test_query_embedding
+from unittests.evaluation_and_explainability import test_grad_cam
 
 __all__ = [
     "GraderFailed",

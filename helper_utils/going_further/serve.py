@@ -1,0 +1,471 @@
+"""The visual search as a web service: FastAPI over the exported ONNX models and the saved catalog index.
+
+The service never runs a PyTorch model or reads a checkpoint: it loads what
+:mod:`helper_utils.going_further.export` wrote (``encoder.onnx``, ``classifier.onnx``) and what
+:class:`~helper_utils.going_further.search_index.SearchIndex` saved, and every request runs onnxruntime
+and numpy only. (Only ``build`` needs the checkpoints.) The files live in one folder::
+
+    artifacts/service/
+        encoder.onnx, classifier.onnx   the exported models (input: uint8 (batch, 64, 64, 3))
+        catalog/                        the SearchIndex: embeddings, class labels, ids
+        service.json                    what was built from what, and when
+
+The catalog's ids are image paths relative to the dataset folder
+(``validation/dress/0a2b....jpg``); ``GET /images/{id}`` serves those files and nothing else.
+
+Endpoints (every error is JSON ``{"detail": "<what went wrong and what to do>"}``):
+
+=====================  ===========================================================================
+``GET /health``        status, the models' metadata and checksums, catalog size and back end
+``POST /predict``      multipart field ``file`` (a photo) -> ``{"label", "probabilities": {class: p}}``
+``POST /search?k=5``   multipart field ``file`` -> ``{"k", "results": [{"id", "label", "distance",
+                       "image_url"}]}``, nearest first; ``k`` from 1 to ``max_k`` (50)
+``GET /images/{id}``   a catalog photo, by its id; 404 for anything that is not a catalog id
+=====================  ===========================================================================
+
+Bad requests get a 4xx and the service keeps running:
+
+- 400: the upload is empty, not an image, or a truncated/corrupt image;
+- 413: the body is larger than ``max_upload_bytes`` (10 MB), refused before it is parsed
+  when the client declares its length, and counted while it arrives when it does not;
+- 415: the request is not ``multipart/form-data``, or the file part declares a type that is
+  not ``image/*`` (``application/octet-stream`` and no type at all are accepted: the bytes decide);
+- 422: the ``file`` field is missing, or ``k`` is not an integer from 1 to ``max_k``.
+
+JPEG and PNG in any mode work: grayscale, palette, 16-bit and RGBA photos are converted
+to RGB (transparent areas become white) by :func:`helper_utils.widgets.load_query_image`.
+
+From a terminal::
+
+    python -m helper_utils.going_further.serve build            # export the models + index the catalog
+    python -m helper_utils.going_further.serve --port 8000      # serve on http://127.0.0.1:8000 (builds first if needed)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import json
+import mimetypes
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+from urllib.parse import quote
+
+import numpy as np
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+
+from helper_utils.going_further.export import (CLASSIFIER_FILE, ENCODER_FILE, INPUT_NAME, export_models, onnx_session,
+                                 read_metadata, resize_for_model)
+from helper_utils.going_further.search_index import SearchIndex
+from helper_utils.widgets import QueryImageError, load_query_image
+
+__all__ = ["MAX_UPLOAD_BYTES", "MAX_K", "DEFAULT_DIR", "INDEX_DIR", "OnnxModels", "create_app", "build",
+           "BackgroundServer", "free_port", "main"]
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # a phone photo is 2-8 MB; the model sees 64x64 pixels anyway
+MAX_K = 50  # results per search: a page of a shop, not the whole catalog
+DEFAULT_DIR = Path(__file__).resolve().parents[1] / "artifacts" / "service"
+INDEX_DIR, MANIFEST = "catalog", "service.json"
+UPLOAD_PATHS = ("/predict", "/search")
+_MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file, on top of its bytes
+_EMBED_BATCH = 256  # catalog photos per onnxruntime call while building
+
+
+# --------------------------------------------------------------------------- the models
+
+class OnnxModels:
+    """The two exported models in onnxruntime sessions, plus what their metadata says.
+
+    Args:
+        model_dir: folder with ``encoder.onnx`` and ``classifier.onnx``.
+        threads: intra-op threads per session. The service's default is 1: uvicorn runs
+            requests concurrently in a thread pool, and one tiny 64x64 forward pass gains
+            little from more threads while several requests would fight over them.
+    """
+
+    def __init__(self, model_dir: str | Path, threads: int | None = 1) -> None:
+        model_dir = Path(model_dir)
+        self.files = {"encoder": model_dir / ENCODER_FILE, "classifier": model_dir / CLASSIFIER_FILE}
+        self.encoder = onnx_session(self.files["encoder"], threads)
+        self.classifier = onnx_session(self.files["classifier"], threads)
+        self.meta = {"encoder": read_metadata(self.encoder), "classifier": read_metadata(self.classifier)}
+        self.classes: list[str] = self.meta["classifier"].get("classes") or []
+        self.image_size = int(self.meta["encoder"].get("image_size", 64))
+        self.dim = int(self.encoder.get_outputs()[0].shape[1])
+        if not self.classes:
+            raise ValueError(f"{self.files['classifier']} has no class names in its metadata: export it with "
+                             "helper_utils.going_further.export")
+        self._info = {name: {**self.meta[name], "file": path.name, "bytes": path.stat().st_size,
+                             "sha256": _sha256(path)[:16]} for name, path in self.files.items()}
+
+    def pixels(self, image) -> np.ndarray:
+        """A decoded RGB PIL image -> the models' input, uint8 ``(1, size, size, 3)``."""
+        return resize_for_model(image, self.image_size)[None]
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 ``(B, size, size, 3)`` -> L2-normalised float32 embeddings ``(B, D)``."""
+        return self.encoder.run(["embeddings"], {INPUT_NAME: pixels})[0]
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 ``(B, size, size, 3)`` -> class probabilities ``(B, C)``."""
+        return self.classifier.run(["probabilities"], {INPUT_NAME: pixels})[0]
+
+    def info(self) -> dict[str, Any]:
+        """What ``/health`` reports about each model: metadata, size and sha256 of the file as it was loaded."""
+        return self._info
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- the app
+
+def create_app(model_dir: str | Path, index_path: str | Path, *, image_root: str | Path | None = None,
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, max_k: int = MAX_K, threads: int | None = 1):
+    """Build the FastAPI app over exported models and a saved index (nothing global: tests build many).
+
+    Args:
+        model_dir: folder with ``encoder.onnx`` and ``classifier.onnx`` (``helper_utils.going_further.export``).
+        index_path: a saved :class:`SearchIndex` whose ids are paths relative to ``image_root``.
+        image_root: the folder ``GET /images/{id}`` serves from; ``None`` means ``dataset_dir()``.
+        max_upload_bytes: larger uploads get a 413.
+        max_k: the largest ``k`` a search may ask for.
+        threads: onnxruntime intra-op threads per model (see :class:`OnnxModels`).
+
+    Raises:
+        FileNotFoundError: a model or the index is missing (the message names the build command).
+        ValueError: the index's embeddings do not have the encoder's dimension.
+    """
+    if image_root is None:
+        from helper_utils.data import dataset_dir
+
+        image_root = dataset_dir()
+    models = OnnxModels(model_dir, threads)
+    try:
+        index = SearchIndex.load(index_path)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{error}\n  For the service, `python -m helper_utils.going_further.serve build` writes it.") from None
+    if index.dim != models.dim:
+        raise ValueError(f"the index at {index_path} holds {index.dim}-d vectors but the encoder makes {models.dim}-d "
+                         "embeddings: rebuild both with `python -m helper_utils.going_further.serve build`")
+    app = FastAPI(title="Fashion visual search", version="1.0",
+                  description="Classify a clothing photo or find similar catalog photos (ONNX models, catalog index).")
+    app.state.models, app.state.index = models, index
+    app.state.image_root = Path(image_root).resolve()
+    app.state.catalog_ids = set(index.ids)
+    app.state.catalog_classes = sorted({str(label) for label in index.labels})
+    app.state.limits = {"max_upload_bytes": int(max_upload_bytes), "max_k": int(max_k)}
+    app.state.started = time.time()
+    app.add_middleware(_UploadGuard, max_body=max_upload_bytes + _MULTIPART_SLACK)
+    _add_error_handlers(app)
+    _add_routes(app, max_k)
+    return app
+
+
+def _add_routes(app: FastAPI, max_k: int) -> None:
+    @app.get("/health")
+    def health() -> dict:
+        """Is the service up, which models does it run, and how big is the catalog."""
+        import onnxruntime
+
+        index = app.state.index
+        return {"status": "ok", "uptime_s": round(time.time() - app.state.started, 1),
+                "models": app.state.models.info(),
+                "catalog": {"size": len(index), "dim": index.dim, "backend": index.backend,
+                            "classes": app.state.catalog_classes},
+                "limits": app.state.limits, "onnxruntime": onnxruntime.__version__}
+
+    @app.post("/predict")
+    def predict(file: UploadFile = File(..., description="a JPEG or PNG photo")) -> dict:
+        """The class of the photo and the probability of every class."""
+        models = app.state.models
+        probabilities = models.probabilities(models.pixels(_read_image(app, file)))[0]  # (C,)
+        return {"label": models.classes[int(probabilities.argmax())],
+                "probabilities": {name: float(p) for name, p in zip(models.classes, probabilities)}}
+
+    @app.post("/search")
+    def search(request: Request, file: UploadFile = File(..., description="a JPEG or PNG photo"),
+               k: int = Query(5, ge=1, le=max_k, description=f"results to return, 1 to {max_k}")) -> dict:
+        """The ``k`` catalog photos nearest to the uploaded one, nearest first."""
+        models, index = app.state.models, app.state.index
+        query = models.embed(models.pixels(_read_image(app, file)))  # (1, D)
+        distances, rows = index.search(query, k=min(k, len(index)))  # (1, k) each
+        results = []
+        for distance, row in zip(distances[0], rows[0]):
+            if row < 0:  # an approximate back end found fewer than k
+                continue
+            image_id = index.ids[row]
+            results.append({"id": image_id, "label": index.labels[row], "distance": float(distance),
+                            "image_url": str(request.url_for("catalog_image", image_id=quote(image_id)))})
+        return {"k": len(results), "results": results}
+
+    @app.get("/images/{image_id:path}", name="catalog_image")
+    def catalog_image(image_id: str) -> FileResponse:
+        """A catalog photo. Only ids in the index are served, so no path can reach another file."""
+        path = (app.state.image_root / image_id).resolve()
+        if image_id not in app.state.catalog_ids or not path.is_relative_to(app.state.image_root):
+            raise HTTPException(404, f"no catalog image with id {image_id!r}")
+        if not path.is_file():
+            raise HTTPException(404, f"catalog image {image_id!r} is in the index but not on disk at the image root")
+        return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+
+
+def _read_image(app: FastAPI, file: UploadFile):
+    """The upload as an RGB PIL image, or an HTTPException (413, 415, 400) that says why not."""
+    declared = (file.content_type or "").split(";")[0].strip().lower()
+    if declared and not declared.startswith("image/") and declared != "application/octet-stream":
+        raise HTTPException(415, f"{file.filename or 'the upload'} is declared as {declared!r}; "
+                                 "upload a JPEG or PNG photo (image/jpeg, image/png)")
+    limit = app.state.limits["max_upload_bytes"]
+    data = file.file.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPException(413, f"the upload is larger than the {limit / 2**20:.0f} MB limit; send a smaller photo")
+    try:
+        return load_query_image(data, file.filename or "the upload")
+    except QueryImageError as error:
+        raise HTTPException(400, str(error)) from None
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, exc: RequestValidationError) -> JSONResponse:
+        """422 with one readable sentence first, FastAPI's details after it."""
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query"))
+            if error.get("type") == "missing" and where == "file":
+                problems.append("the form field 'file' is missing: send the photo as multipart/form-data "
+                                "field 'file' (curl -F file=@photo.jpg)")
+            else:
+                problems.append(f"{where or 'request'}: {error.get('msg')}")
+        return JSONResponse(status_code=422, content={"detail": "; ".join(problems),
+                                                      "errors": jsonable_encoder(exc.errors())})
+
+
+class _UploadGuard:
+    """ASGI middleware on the upload routes: 415 for a body that is not multipart, 413 for one too large.
+
+    Both are answered before FastAPI parses (and spools to disk) the multipart body. A body
+    that declares no length (chunked) is counted as it arrives and cut off at ``max_body``.
+    """
+
+    def __init__(self, app, max_body: int) -> None:
+        self.app, self.max_body = app, max_body
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in UPLOAD_PATHS:
+            return await self.app(scope, receive, send)
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        content_type = headers.get("content-type", "")
+        if not content_type.lower().startswith("multipart/form-data"):
+            return await _json_error(415, f"the body is {content_type or 'untyped'!r}; send multipart/form-data "
+                                          "with the photo in the field 'file'", scope, receive, send)
+        declared = headers.get("content-length", "")
+        if declared and (not declared.isdigit() or int(declared) > self.max_body):
+            status = 413 if declared.isdigit() else 400
+            return await _json_error(status, f"the body is {declared} bytes; the limit is "
+                                             f"{(self.max_body - _MULTIPART_SLACK) / 2**20:.0f} MB", scope, receive, send)
+        received, started = 0, False
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise _TooLarge(413, f"the body passed the {(self.max_body - _MULTIPART_SLACK) / 2**20:.0f} MB limit")
+            return message
+
+        async def tracked_send(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except _TooLarge as error:  # raised outside FastAPI's handling (it normally answers it itself)
+            if started:
+                raise
+            await _json_error(error.status_code, error.detail, scope, receive, send)
+
+
+class _TooLarge(HTTPException):
+    """An HTTPException, so that FastAPI, which meets it while parsing the form, answers it as a 413."""
+
+
+async def _json_error(status: int, detail: str, scope, receive, send) -> None:
+    await JSONResponse(status_code=status, content={"detail": detail})(scope, receive, send)
+
+
+# --------------------------------------------------------------------------- building the artifacts
+
+def build(out_dir: str | Path = DEFAULT_DIR, checkpoints: str | Path | None = None,
+          splits: Sequence[str] = ("train", "validation"), backend: str = "exact",
+          data_root: str | Path | None = None, threads: int | None = None, **index_params: Any) -> dict:
+    """Export both models to ``out_dir`` and index the catalog photos of ``splits`` with the exported encoder.
+
+    The catalog is embedded by the same ONNX graph that embeds queries, so both sides of a
+    search go through identical arithmetic. Ids are paths relative to the dataset folder,
+    labels are class names. The test split stays out of the default catalog: it is where the
+    queries of notebook 06 and the load test come from.
+
+    Returns:
+        The manifest written to ``<out_dir>/service.json``.
+
+    Raises:
+        CheckpointNotFoundError: a trained checkpoint is missing (the message says how to make it).
+        DatasetNotFoundError: the photos are not fetched.
+    """
+    from helper_utils.data import ClothingDataset, dataset_dir
+
+    out_dir = Path(out_dir)
+    paths = export_models(out_dir, checkpoints)
+    encoder = onnx_session(paths["encoder"], threads)
+    index = SearchIndex(backend, **index_params)
+    root = dataset_dir(data_root)
+    counts = {}
+    for split in splits:
+        dataset = ClothingDataset(split, root=data_root)
+        embeddings = np.concatenate([encoder.run(["embeddings"], {INPUT_NAME: dataset.images[i:i + _EMBED_BATCH]})[0]
+                                     for i in range(0, len(dataset), _EMBED_BATCH)])  # (N, D)
+        ids = [Path(os.path.relpath(path, root)).as_posix() for path, _ in dataset.samples]
+        index.add(embeddings, labels=[dataset.classes[t] for t in dataset.targets], ids=ids)
+        counts[split] = len(dataset)
+    index.save(out_dir / INDEX_DIR)
+    manifest = {"built": _dt.datetime.now().isoformat(timespec="seconds"), "splits": counts, "size": len(index),
+                "backend": backend, "params": index.params, "models": {name: p.name for name, p in paths.items()},
+                "index": INDEX_DIR}
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def is_built(folder: str | Path) -> bool:
+    folder = Path(folder)
+    return all((folder / name).exists() for name in (ENCODER_FILE, CLASSIFIER_FILE, INDEX_DIR))
+
+
+# --------------------------------------------------------------------------- running it
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class BackgroundServer:
+    """Run an app with uvicorn in a background thread, on 127.0.0.1 only; for notebooks and tests.
+
+    Example::
+
+        with BackgroundServer(app) as server:
+            httpx.get(f"{server.url}/health")
+
+    Args:
+        app: the ASGI app.
+        port: ``None`` picks a free port.
+        log_level: uvicorn's log level ("warning" keeps a notebook's output quiet).
+    """
+
+    def __init__(self, app, port: int | None = None, log_level: str = "warning") -> None:
+        import uvicorn
+
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level=log_level))
+        self.thread = threading.Thread(target=self.server.run, name=f"uvicorn-{self.port}", daemon=True)
+
+    def start(self, timeout: float = 30.0) -> "BackgroundServer":
+        """Start serving; returns once the server accepts connections."""
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError(f"the server on {self.url} stopped while starting (is the port in use?)")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"the server on {self.url} did not start within {timeout:.0f} s")
+            time.sleep(0.05)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask uvicorn to finish the requests in flight and exit; wait for its thread."""
+        self.server.should_exit = True
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+
+    def __enter__(self) -> "BackgroundServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m helper_utils.going_further.serve", description=__doc__.splitlines()[0],
+        epilog="Without a command, `run` is meant: `python -m helper_utils.going_further.serve --port 8000`.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    b = commands.add_parser("build", help="export the ONNX models and index the catalog")
+    b.add_argument("--out", type=Path, default=DEFAULT_DIR, help="folder to write (default: artifacts/service)")
+    b.add_argument("--checkpoints", type=Path, help="folder of the trained checkpoints (default: checkpoints/)")
+    b.add_argument("--splits", nargs="+", default=["train", "validation"], help="splits that make up the catalog")
+    b.add_argument("--backend", default="exact", choices=SearchIndex.BACKENDS, help="SearchIndex back end")
+    b.add_argument("--data-root", type=Path, help="data root (default: data/ or $FASHION_KIT_DATA)")
+    r = commands.add_parser("run", help="serve on 127.0.0.1 (builds first when the folder lacks the artifacts)")
+    r.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="the folder `build` wrote (default: artifacts/service)")
+    r.add_argument("--port", type=int, default=8000)
+    r.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model and request")
+    r.add_argument("--image-root", type=Path, help="folder of the catalog photos (default: the dataset folder)")
+    r.add_argument("--no-access-log", action="store_true", help="do not log every request (the load test uses it)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("build", "run", "-h", "--help"):
+        argv = ["run", *argv]  # `python -m helper_utils.going_further.serve --port 8000` means `run`
+    args = _parser().parse_args(argv)
+    from helper_utils.data import DatasetNotFoundError
+    from helper_utils.going_further.export import CheckpointNotFoundError
+
+    try:
+        if args.command == "build":
+            _build_and_say(args.out, args.checkpoints, args.splits, args.backend, args.data_root)
+            return 0
+        if not 1 <= args.port <= 65535:
+            raise ValueError(f"--port must be from 1 to 65535, got {args.port}")
+        if not is_built(args.dir):
+            print(f"No service artifacts in {args.dir}: building them first "
+                  f"(python -m helper_utils.going_further.serve build --out {args.dir}).", flush=True)
+            _build_and_say(args.dir)
+        app = create_app(args.dir, args.dir / INDEX_DIR, image_root=args.image_root, threads=args.threads)
+    except (CheckpointNotFoundError, DatasetNotFoundError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    print(f"Serving {len(app.state.index)} catalog photos on http://127.0.0.1:{args.port} "
+          f"(docs: http://127.0.0.1:{args.port}/docs); Ctrl+C stops it.", flush=True)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, access_log=not args.no_access_log, log_level="info")
+    return 0
+
+
+def _build_and_say(out: Path, *args) -> None:
+    manifest = build(out, *args)
+    print(f"Built {out}: {manifest['size']} catalog photos {manifest['splits']}, {manifest['backend']} index.",
+          flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

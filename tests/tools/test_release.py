@@ -1,0 +1,109 @@
+"""The release command: learner notebooks are generated from the solutions and never drift."""
+
+import nbformat
+import pytest
+
+from tools import release
+
+SOLUTION = '''class Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        ### START CODE HERE ###
+        ### STUB: self.conv = None  # a 3x3 convolution
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+        ### END CODE HERE ###
+
+    def forward(self, x):
+        ### START CODE HERE ###
+        ### STUB: out = None
+        out = self.conv(x)
+        out = out + x
+        ### END CODE HERE ###
+        return out'''
+
+
+def test_region_becomes_scaffold():
+    learner = release.make_learner_source(SOLUTION)
+    assert "nn.Conv2d" not in learner and "out + x" not in learner
+    assert "        self.conv = None  # a 3x3 convolution" in learner.splitlines()
+    assert learner.count("# YOUR CODE HERE") == 2
+    assert learner.count(release.START) == 2 and learner.count(release.END) == 2
+    compile(learner, "stub", "exec")  # the stub is valid Python
+
+
+@pytest.mark.parametrize("broken,message", [
+    (f"{release.START}\nx = 1", "START without END"),
+    (f"x = 1\n{release.END}", "END without START"),
+    (f"{release.START}\n{release.START}\n{release.END}", "START inside"),
+])
+def test_unpaired_markers_are_reported(broken, message):
+    with pytest.raises(release.ReleaseError, match=message):
+        release.make_learner_source(broken)
+
+
+def _notebook(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    code = nbformat.v4.new_code_cell(SOLUTION, metadata={"tags": ["exercise"], "collapsed": True})
+    code.outputs = [nbformat.v4.new_output("stream", text="hello")]
+    code.execution_count = 3
+    check = nbformat.v4.new_code_cell("unittests.test_block(Block)", metadata={"tags": ["nbval-check-output"]})
+    check.outputs = [nbformat.v4.new_output("stream", text="All 3 tests passed\n")]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title"), code, check]
+    nb.metadata["widgets"] = {"state": {}}
+    solutions = tmp_path / "solutions"
+    solutions.mkdir()
+    nbformat.write(nb, solutions / "01_demo.ipynb")
+    return solutions
+
+
+def test_release_writes_clean_learner_copy_and_check_detects_drift(tmp_path):
+    solutions = _notebook(tmp_path)
+    assert release.release(solutions, tmp_path) == [tmp_path / "01_demo.ipynb"]
+    learner = nbformat.read(tmp_path / "01_demo.ipynb", as_version=4)
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in learner.cells if c.cell_type == "code")
+    assert "nn.Conv2d" not in learner.cells[1].source and "widgets" not in learner.metadata
+    assert release.release(solutions, tmp_path, check=True) == []
+    (tmp_path / "01_demo.ipynb").write_text((tmp_path / "01_demo.ipynb").read_text().replace("None", "42"))
+    assert release.release(solutions, tmp_path, check=True) == [tmp_path / "01_demo.ipynb"]
+
+
+def test_clean_keeps_only_checked_outputs(tmp_path):
+    solutions = _notebook(tmp_path)
+    assert release.clean_solutions(solutions, check=True) == [solutions / "01_demo.ipynb"]
+    release.clean_solutions(solutions)
+    nb = nbformat.read(solutions / "01_demo.ipynb", as_version=4)
+    assert nb.cells[1].outputs == [] and nb.cells[1].execution_count is None and nb.cells[1].metadata == {"tags": ["exercise"]}
+    assert nb.cells[2].outputs[0]["text"] == "All 3 tests passed\n"
+    assert nb.cells[2].execution_count == 1  # nbval refuses stored outputs without one
+    assert release.clean_solutions(solutions, check=True) == []
+
+
+def test_committed_learner_notebooks_are_up_to_date():
+    if not list(release.SOLUTIONS.glob("[0-9][0-9]_*.ipynb")):
+        pytest.skip("no solution notebooks yet")
+    assert release.release(check=True) == [], "run `make release` and commit the learner notebooks"
+    assert release.clean_solutions(check=True) == [], "run `make release` to strip the solution notebooks"
+
+
+def test_learner_notebooks_hold_no_solution_code():
+    for path in release.SOLUTIONS.glob("[0-9][0-9]_*.ipynb"):
+        solution = nbformat.read(path, as_version=4)
+        learner = nbformat.read(release.NOTEBOOKS / path.name, as_version=4)
+        for s_cell, l_cell in zip(solution.cells, learner.cells):
+            if release.START not in s_cell.source:
+                continue
+            answer_lines = _region_lines(s_cell.source)
+            leaked = [line for line in answer_lines if line in l_cell.source.splitlines()]
+            assert not leaked, f"{path.name}: solution lines in the learner copy: {leaked}"
+
+
+def _region_lines(source):
+    lines, inside = [], False
+    for line in source.splitlines():
+        if line.strip() == release.START:
+            inside = True
+        elif line.strip() == release.END:
+            inside = False
+        elif inside and line.strip() and not line.strip().startswith(release.STUB):
+            lines.append(line)
+    return lines

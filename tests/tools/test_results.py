@@ -1,0 +1,99 @@
+"""The results benchmark (``make bench``) and the going-further recipe, on a tiny synthetic dataset."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from tools import results
+from helper_utils.going_further.models import WideMobileNetBackbone, WideMobileNetClassifier
+from helper_utils.reference import InvertedResidualBlock
+from helper_utils.training import count_parameters
+from helper_utils.going_further.recipe import GoingFurtherRecipe, load_or_train_going_further
+from helper_utils.recipes import ClassifierRecipe, SiameseRecipe, TutorialRecipe
+
+TINY_GOING_FURTHER = GoingFurtherRecipe(classifier=ClassifierRecipe(epochs=2, batch_size=4),
+                                        siamese=SiameseRecipe(epochs=1, samples_per_class=2))
+
+
+def test_wide_backbone_follows_its_config_table_and_stays_under_the_budget():
+    backbone = WideMobileNetBackbone()
+    blocks = [m for m in backbone.modules() if isinstance(m, InvertedResidualBlock)]
+    assert len(blocks) == sum(n for _, _, n, _ in WideMobileNetBackbone.CONFIG)
+    assert count_parameters(WideMobileNetClassifier(7)) <= 700_000
+    assert backbone(torch.zeros(2, 3, 64, 64)).shape == (2, 256, 4, 4)
+    small = WideMobileNetBackbone([(1, 8, 1, 2)], stem_channels=8, last_channels=16)
+    assert small(torch.zeros(1, 3, 64, 64)).shape == (1, 16, 16, 16)
+
+
+def test_shortened_recipe_keeps_everything_but_the_epochs():
+    recipe = GoingFurtherRecipe()
+    short = recipe.shortened(3, 1)
+    assert (short.classifier.epochs, short.siamese.epochs) == (3, 1)
+    assert replace(short.classifier, epochs=recipe.classifier.epochs) == recipe.classifier
+    assert recipe.with_seed(7).classifier.seed == 7 and recipe.with_seed(7).siamese.seed == 7
+
+
+def test_load_or_train_going_further_trains_short_then_loads(synthetic_imagefolder, monkeypatch, tmp_path):
+    monkeypatch.setenv("FASHION_KIT_DATA", str(synthetic_imagefolder))
+    classifier, encoder, message = load_or_train_going_further("cpu", tmp_path, progress=False,
+                                                               recipe=TINY_GOING_FURTHER, short_epochs=(1, 1))
+    assert "SHORT version" in message and "make bench" in message
+    assert json.loads((tmp_path / "short" / "recipe.json").read_text())["classifier"]["epochs"] == 1
+    x = torch.randn(2, 3, 64, 64)
+    _, again, message = load_or_train_going_further("cpu", tmp_path, progress=False, recipe=TINY_GOING_FURTHER)
+    assert "loaded a SHORT version" in message and "trained here earlier" in message  # never passed off as the full one
+    assert torch.allclose(again(x), encoder(x), atol=1e-5)
+    for name in ("classifier_best.pt", "encoder_best.pt"):  # what `make bench` leaves behind
+        (tmp_path / "short" / name).rename(tmp_path / name)
+    _, again, message = load_or_train_going_further("cpu", tmp_path, progress=False, recipe=TINY_GOING_FURTHER)
+    assert message.startswith("Loaded the going-further model that `make bench` trained")
+    assert torch.allclose(again(x), encoder(x), atol=1e-5)
+
+
+@pytest.fixture
+def tiny_recipes(monkeypatch, synthetic_imagefolder):
+    """Every recipe cut to one or two epochs on the synthetic data."""
+    monkeypatch.setenv("FASHION_KIT_DATA", str(synthetic_imagefolder))
+    monkeypatch.setattr(results, "TutorialRecipe", lambda seed: TutorialRecipe(
+        epochs=1, siamese_epochs=1, batch_size=4, seed=seed))
+    monkeypatch.setattr(results, "ClassifierRecipe", lambda seed: ClassifierRecipe(epochs=2, batch_size=4, seed=seed))
+    monkeypatch.setattr(results, "SiameseRecipe", lambda seed: SiameseRecipe(epochs=1, samples_per_class=2, seed=seed))
+    monkeypatch.setattr(results, "GoingFurtherRecipe", lambda: TINY_GOING_FURTHER)
+
+
+def test_benchmark_runs_every_recipe_and_writes_the_readme_table(tiny_recipes, monkeypatch, tmp_path):
+    monkeypatch.setenv("FASHION_KIT_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    out = results.run_benchmark(seeds=(0, 1), repeat=("tutorial",), device="cpu", log=lambda line: None)
+    assert [r["recipe"] for r in out["runs"]] == ["tutorial"] * 2 + ["core"] * 2 + ["going-further"] * 2
+    for run in out["runs"]:
+        assert 0 <= run["val_acc"] <= 1 and 0 <= run["P@1"] <= 1 and run["train_s"] > 0 and run["search_ms"] > 0
+    assert (tmp_path / "checkpoints" / "going_further" / "encoder_best.pt").exists()  # kept for notebook 08
+    rep = out["reproducibility"][0]
+    assert rep["recipe"] == "tutorial" and rep["val_acc"]["first"] == pytest.approx(rep["val_acc"]["again"])
+    table = results.results_markdown(out)
+    assert table.count("\n| ") == 5 and "going further" in table and "run twice" in table
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{results.README_START}\nold table\n{results.README_END}\noutro\n")
+    assert results.update_readme(readme, table)
+    text = readme.read_text()
+    assert "old table" not in text and table in text and text.startswith("intro") and text.endswith("outro\n")
+
+
+def test_summary_reports_mean_and_spread():
+    runs = [{"recipe": "core", **{m: v for m in results.METRICS}} for v in (0.8, 0.9)]
+    s = results.summarize(runs)["core"]["val_acc"]
+    assert s == {"mean": pytest.approx(0.85), "min": 0.8, "max": 0.9}
+    assert results._cell(s, percent=True, digits=1) == "85.0 ± 5.0"
+
+
+def test_update_readme_leaves_a_readme_without_markers_alone(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers here\n")
+    assert not results.update_readme(readme, "table\n") and readme.read_text() == "no markers here\n"
+
+
+def test_unknown_recipe_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown recipe 'fast'"):
+        results.run_recipe("fast", seed=0)

@@ -1,0 +1,253 @@
+"""Write the learner notebooks and the reference answers from the solution notebooks, and check them.
+
+The solution notebooks in ``notebooks/solutions/`` are the one source of truth. In each
+code cell, an exercise region looks like this::
+
+    ### START CODE HERE ###
+    ### STUB: self.expand = None  # 1x1 conv -> BatchNorm -> ReLU
+    self.expand = nn.Sequential(...)
+    ### END CODE HERE ###
+
+The learner copy keeps the markers, a ``# YOUR CODE HERE`` line and the ``### STUB:`` lines
+(prefix removed, indentation kept); the solution lines are dropped. Every output is cleared.
+
+The reference answers that later notebooks and the graders import are built from the same
+cells, as d2l builds its library from ``#@save`` cells: the cells tagged ``exercise`` (with the
+solution kept and the markers dropped), after the cells tagged ``export`` (the imports the
+answers need), become ``helper_utils/reference/<notebook name>.py``, one module per notebook,
+each with a header that names the notebook to edit.
+
+Usage::
+
+    python -m tools.release           # write notebooks/NN_*.ipynb and helper_utils/reference/
+    python -m tools.release --check   # exit 1 if a learner notebook or a reference module is stale
+    python -m tools.release --clean   # strip solution notebooks (outputs kept on nbval-check cells)
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+
+from helper_utils.paths import NOTEBOOKS, REPO, SOLUTIONS
+
+__all__ = ["START", "END", "STUB", "ReleaseError", "make_learner_source", "learner_notebook",
+           "clean_notebook", "reference_module", "release", "main"]
+
+START = "### START CODE HERE ###"
+END = "### END CODE HERE ###"
+STUB = "### STUB:"
+CHECK_TAG = "nbval-check-output"  # the only cells whose outputs are committed (nbval compares them)
+EXERCISE_TAG = "exercise"  # a cell with exercise regions: its solution becomes a reference answer
+EXPORT_TAG = "export"  # a cell copied into the reference module as it is (the imports the answers use)
+KEPT_METADATA = ("kernelspec", "language_info")
+
+REFERENCE = REPO / "helper_utils" / "reference"
+_STUB_LINE = re.compile(r"^(\s*)### STUB:\s?(.*)$")
+
+
+class ReleaseError(ValueError):
+    """A solution notebook whose exercise markers don't pair up."""
+
+
+def make_learner_source(source: str, where: str = "cell") -> str:
+    """Replace each exercise region of one code cell's source with its scaffold."""
+    out: list[str] = []
+    inside = False
+    for number, line in enumerate(source.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped == START:
+            if inside:
+                raise ReleaseError(f"{where}, line {number}: START inside another exercise region")
+            inside = True
+            indent = line[: len(line) - len(line.lstrip())]
+            out += [line, f"{indent}# YOUR CODE HERE"]
+        elif stripped == END:
+            if not inside:
+                raise ReleaseError(f"{where}, line {number}: END without START")
+            inside = False
+            out.append(line)
+        elif inside:
+            stub = _STUB_LINE.match(line)
+            if stub:
+                out.append(stub.group(1) + stub.group(2))
+        else:
+            out.append(line)
+    if inside:
+        raise ReleaseError(f"{where}: START without END")
+    return "\n".join(out)
+
+
+def clean_notebook(nb: nbformat.NotebookNode, keep_checked_outputs: bool = True) -> nbformat.NotebookNode:
+    """Minimal metadata, outputs only on ``nbval-check-output`` cells (execution count 1), all else cleared."""
+    nb = nbformat.from_dict(nb)
+    nb.metadata = {k: nb.metadata[k] for k in KEPT_METADATA if k in nb.metadata}
+    for cell in nb.cells:
+        tags = list(cell.get("metadata", {}).get("tags", []))
+        cell.metadata = {"tags": tags} if tags else {}
+        cell.pop("id", None)
+        if cell.cell_type == "code":
+            keep = keep_checked_outputs and CHECK_TAG in tags and bool(cell.outputs)
+            # nbval refuses stored outputs on a cell without an execution count: give kept ones a fixed 1
+            cell.execution_count = 1 if keep else None
+            if not keep:
+                cell.outputs = []
+            for output in cell.outputs:
+                if "execution_count" in output:
+                    output["execution_count"] = cell.execution_count
+    nb.nbformat, nb.nbformat_minor = 4, 4
+    return nb
+
+
+def learner_notebook(solution: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
+    """The learner copy of a solution notebook: scaffolds instead of answers, no outputs."""
+    nb = clean_notebook(solution, keep_checked_outputs=False)
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            cell.source = make_learner_source(cell.source, f"{name}, cell {index}")
+    return nb
+
+
+def solution_source(source: str) -> str:
+    """One exercise cell's source with its solution kept and the marker and ``### STUB:`` lines dropped."""
+    make_learner_source(source)  # raises on unpaired markers
+    return "\n".join(line for line in source.splitlines()
+                     if line.strip() not in (START, END) and not _STUB_LINE.match(line))
+
+
+def _module_name(path: Path) -> str:
+    return path.stem.split("_", 1)[1]  # "02_inverted_residual_block" -> "inverted_residual_block"
+
+
+def _defined_names(source: str) -> list[str]:
+    """Top-level classes, functions and assigned names of a cell: what its reference module exports."""
+    names = []
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, ast.Assign):
+            names += [target.id for target in node.targets if isinstance(target, ast.Name)]
+    return [name for name in dict.fromkeys(names) if not name.startswith("_")]
+
+
+def _header(path: Path) -> str:
+    where = path.relative_to(REPO).as_posix()
+    return (f"# AUTOGENERATED from {where} by `make release` (python -m tools.release).\n"
+            f"# DO NOT EDIT: edit the exercise cells of that notebook, then run `make release`.\n")
+
+
+def reference_module(solution: nbformat.NotebookNode, path: Path) -> tuple[str, list[str]] | None:
+    """The reference module of one solution notebook and the names it exports; ``None`` without exercises."""
+    exports, answers = [], []
+    for index, cell in enumerate(solution.cells):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if cell.cell_type != "code":
+            continue
+        if EXPORT_TAG in tags:
+            exports.append(cell.source.strip())
+        elif EXERCISE_TAG in tags:
+            answers.append(solution_source(cell.source).strip())
+    if not answers:
+        return None
+    names = [name for source in answers for name in _defined_names(source)]
+    text = (_header(path) + f'"""Reference answers of notebook {path.stem}: {", ".join(names)}."""\n\n'
+            + "\n".join(exports) + "\n\n" + f"__all__ = {names!r}\n\n\n" + "\n\n\n".join(answers) + "\n")
+    return text, names
+
+
+def _reference_package(modules: dict[str, list[str]]) -> str:
+    everything = [name for names in modules.values() for name in names]
+    lines = ["# AUTOGENERATED from notebooks/solutions/ by `make release` (python -m tools.release).",
+             "# DO NOT EDIT: edit the exercise cells of the notebooks, then run `make release`.",
+             '"""Reference answers of every exercise, one module per solution notebook, in course order."""', "",
+             # before the imports: a later notebook's answers import earlier ones through helper_utils
+             f"__all__ = {everything!r}", ""]
+    lines += [f"from helper_utils.reference.{module} import {', '.join(names)}" for module, names in modules.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_references(solutions: Path = SOLUTIONS, target: Path = REFERENCE, check: bool = False) -> list[Path]:
+    """Write (or, with ``check``, compare) ``helper_utils/reference/``; returns the stale files."""
+    wanted: dict[Path, str] = {}
+    modules: dict[str, list[str]] = {}
+    for path in sorted(solutions.glob("[0-9][0-9]_*.ipynb")):
+        built = reference_module(nbformat.read(path, as_version=4), path)
+        if built is not None:
+            text, names = built
+            modules[_module_name(path)] = names
+            wanted[target / f"{_module_name(path)}.py"] = text
+    wanted[target / "__init__.py"] = _reference_package(modules)
+    stale = [out for out, text in wanted.items() if not (out.exists() and out.read_text(encoding="utf-8") == text)]
+    stale += [extra for extra in sorted(target.glob("*.py")) if extra not in wanted]  # a notebook renamed or gone
+    if not check:
+        target.mkdir(parents=True, exist_ok=True)
+        for out in stale:
+            if out in wanted:
+                out.write_text(wanted[out], encoding="utf-8")
+            else:
+                out.unlink()
+    return stale
+
+
+def _dumps(nb: nbformat.NotebookNode) -> str:
+    return nbformat.writes(nb) + "\n"
+
+
+def release(solutions: Path = SOLUTIONS, target: Path = NOTEBOOKS, check: bool = False) -> list[Path]:
+    """Write (or, with ``check``, compare) every learner notebook; returns the stale ones."""
+    stale = []
+    sources = sorted(solutions.glob("[0-9][0-9]_*.ipynb"))
+    if not sources:
+        raise ReleaseError(f"no solution notebooks found in {solutions}")
+    for path in sources:
+        text = _dumps(learner_notebook(nbformat.read(path, as_version=4), path.name))
+        out = target / path.name
+        if out.exists() and out.read_text(encoding="utf-8") == text:
+            continue
+        stale.append(out)
+        if not check:
+            out.write_text(text, encoding="utf-8")
+    return stale
+
+
+def clean_solutions(solutions: Path = SOLUTIONS, check: bool = False) -> list[Path]:
+    """Strip the solution notebooks in place (or, with ``check``, list the unclean ones)."""
+    unclean = []
+    for path in sorted(solutions.glob("[0-9][0-9]_*.ipynb")):
+        text = _dumps(clean_notebook(nbformat.read(path, as_version=4)))
+        if path.read_text(encoding="utf-8") != text:
+            unclean.append(path)
+            if not check:
+                path.write_text(text, encoding="utf-8")
+    return unclean
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.release", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only check; exit 1 if anything would change")
+    parser.add_argument("--clean", action="store_true", help="strip the solution notebooks in place")
+    args = parser.parse_args(argv)
+    try:
+        if args.clean:
+            changed = clean_solutions(check=args.check)
+            verb = "not clean" if args.check else "cleaned"
+        else:
+            changed = release(check=args.check) + write_references(check=args.check)
+            verb = "stale (run `make release`)" if args.check else "written"
+    except ReleaseError as error:
+        print(f"release: {error}", file=sys.stderr)
+        return 1
+    for path in changed:
+        print(f"{verb}: {path.relative_to(REPO)}")
+    if not changed:
+        print("all notebooks up to date")
+    return 1 if (args.check and changed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

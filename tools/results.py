@@ -1,0 +1,278 @@
+"""The kit's results benchmark: three recipes, several seeds, one table (``make bench``).
+
+Each recipe trains a classifier from scratch on the seven-class train split, fine-tunes its
+backbone into a search encoder, and is measured the same way:
+
+* validation accuracy of the best epoch (the checkpoint the kit keeps) and the test accuracy
+  of that checkpoint;
+* leave-one-out retrieval on the validation catalog: P@1, Recall@5 and mAP@R;
+* training wall time (classifier + encoder), the classifier's mean epoch time, and search
+  latency (embed one test photo and search the catalog, mean over test photos).
+
+The recipes:
+
+* ``tutorial``: :class:`~helper_utils.recipes.TutorialRecipe`, the tutorial as written (raw
+  embeddings, searched as the tutorial does);
+* ``core``: what notebooks 03 and 05 run (:class:`ClassifierRecipe`, :class:`SiameseRecipe`);
+* ``going-further``: notebook 08's wider backbone (:class:`GoingFurtherRecipe`).
+
+Seeds are run in turn; the first seed of ``--repeat`` recipes is run a second time to show
+how far a seeded run repeats on the same machine. ``--readme`` rewrites the README's table
+between the ``bench:results`` markers, so the README always shows the last measured run.
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from helper_utils.data import ClothingDataset
+from helper_utils.device import get_device, seed_everything
+from helper_utils.files import atomic_path
+from helper_utils.loaders import TensorLoader
+from helper_utils.going_further.recipe import GoingFurtherRecipe, fit_going_further, going_further_dir
+from helper_utils.recipes import ClassifierRecipe, SiameseRecipe, TutorialRecipe, fit_classifier, fit_siamese
+from helper_utils.reference import (MobileNetLikeClassifier, SiameseEncoder, SiameseNetwork, TripletDataset,
+                                    compute_class_weights, get_embeddings, val_transform)
+from helper_utils.retrieval import knn, retrieval_metrics
+from helper_utils.training import evaluate, load_checkpoint, train_classifier, train_siamese
+
+__all__ = ["RECIPES", "run_recipe", "run_benchmark", "summarize", "results_markdown", "update_readme"]
+
+RECIPES = ("tutorial", "core", "going-further")
+METRICS = ("val_acc", "test_acc", "P@1", "Recall@5", "mAP@R", "train_s", "epoch_s", "search_ms")
+README_START = "<!-- bench:results:start -->"
+README_END = "<!-- bench:results:end -->"
+
+
+# --------------------------------------------------------------------------- one run
+
+def run_recipe(name: str, seed: int, device=None, save_dir: Path | None = None, progress: bool = False) -> dict:
+    """Train recipe ``name`` with ``seed`` and measure it; checkpoints go to ``save_dir`` (a temp dir if None)."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}: choose from {', '.join(RECIPES)}")
+    device = device or get_device()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(save_dir) if save_dir is not None else Path(tmp)
+        start = time.perf_counter()
+        if name == "tutorial":
+            classifier, encoder, epoch_s, normalized = _train_tutorial(seed, device, progress)
+        elif name == "core":
+            classifier, encoder, epoch_s, normalized = _train_core(seed, device, out, progress)
+        else:
+            classifier, encoder, epoch_s, normalized = _train_going_further(seed, device, out, progress)
+        train_s = time.perf_counter() - start
+        return {"recipe": name, "seed": seed, **_measure(classifier, encoder, device, normalized),
+                "train_s": train_s, "epoch_s": epoch_s}
+
+
+def _train_tutorial(seed: int, device, progress: bool):
+    recipe = TutorialRecipe(seed=seed)
+    seed_everything(seed)
+    train = ClothingDataset("train")
+    model = MobileNetLikeClassifier(len(train.classes)).to(device, memory_format=torch.channels_last)
+    loader = TensorLoader.from_dataset(train, batch_size=recipe.batch_size, shuffle=True,
+                                       augment=recipe.make_augment(), seed=seed)
+    weights = compute_class_weights(train.targets, len(train.classes)).to(device)
+    history = train_classifier(model, loader, TensorLoader.from_dataset(ClothingDataset("validation"), batch_size=256),
+                               epochs=recipe.epochs, optimizer=torch.optim.Adam(model.parameters(), lr=recipe.lr),
+                               loss_fn=nn.CrossEntropyLoss(weight=weights), device=device, progress=progress,
+                               checkpoint_path=None, backbone_path=None)
+    # The tutorial keeps the last epoch's model and fine-tunes a copy of its backbone on random triplets.
+    network = SiameseNetwork(SiameseEncoder(copy.deepcopy(model.backbone))).to(device, memory_format=torch.channels_last)
+    triplets = DataLoader(TripletDataset(_AugmentedImages(train, recipe.make_augment())),  # seeded by seed_everything
+                          batch_size=recipe.batch_size, shuffle=True,
+                          generator=torch.Generator().manual_seed(seed))
+    train_siamese(network, triplets, epochs=recipe.siamese_epochs,
+                  optimizer=torch.optim.Adam(network.parameters(), lr=recipe.siamese_lr),
+                  loss_fn=nn.TripletMarginLoss(margin=recipe.margin), device=device, progress=progress)
+    return model, network.embedding_network, float(np.mean(history["epoch_seconds"])), False
+
+
+class _AugmentedImages(torch.utils.data.Dataset):
+    """The cached uint8 images, one augmented view per access: the tutorial's per-item transform, without PIL."""
+
+    def __init__(self, dataset: ClothingDataset, augment) -> None:
+        self.images, self.targets = dataset.as_tensors()
+        self.targets = [int(t) for t in self.targets]
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        return self.augment(self.images[index : index + 1])[0], self.targets[index]
+
+
+def _train_core(seed: int, device, out: Path, progress: bool):
+    model, history = fit_classifier(ClassifierRecipe(seed=seed), device=device, progress=progress, save_dir=out)
+    load_checkpoint(model, out / "classifier_best.pt", device)
+    encoder, _ = fit_siamese(copy.deepcopy(model.backbone), SiameseRecipe(seed=seed), device=device,
+                             progress=progress, save_dir=out)
+    return model, encoder, float(np.mean(history["epoch_seconds"])), True
+
+
+def _train_going_further(seed: int, device, out: Path, progress: bool):
+    classifier, encoder, histories = fit_going_further(GoingFurtherRecipe().with_seed(seed), device=device,
+                                                       progress=progress, save_dir=out)
+    return classifier, encoder, float(np.mean(histories["classifier"]["epoch_seconds"])), True
+
+
+def _measure(classifier: nn.Module, encoder: nn.Module, device, normalized: bool) -> dict:
+    val, test = (ClothingDataset(split, transform=val_transform) for split in ("validation", "test"))
+    _, val_acc = evaluate(classifier, TensorLoader.from_dataset(val, batch_size=256), device=device)
+    _, test_acc = evaluate(classifier, TensorLoader.from_dataset(test, batch_size=256), device=device)
+    catalog = get_embeddings(encoder, val, device, batch_size=256)
+    if normalized:
+        catalog = catalog / np.linalg.norm(catalog, axis=1, keepdims=True)
+    metrics = retrieval_metrics(catalog, val.targets, ks=(1, 5))
+    return {"val_acc": val_acc, "test_acc": test_acc, "P@1": metrics["P@1"], "Recall@5": metrics["Recall@5"],
+            "mAP@R": metrics["mAP@R"], "search_ms": _search_latency(encoder, catalog, test, device, normalized)}
+
+
+@torch.no_grad()
+def _search_latency(encoder: nn.Module, catalog: np.ndarray, queries: ClothingDataset, device, normalized: bool,
+                    count: int = 50) -> float:
+    """Mean milliseconds to embed one query photo and find its 5 nearest catalog photos."""
+    encoder.eval()
+    times = []
+    for i in range(min(count, len(queries))):
+        image = queries[i][0].unsqueeze(0).to(device)
+        start = time.perf_counter()
+        query = encoder(image).float().cpu().numpy()
+        if normalized:
+            query = query / np.linalg.norm(query, axis=1, keepdims=True)
+        knn(catalog, query, k=5)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.mean(times))
+
+
+# --------------------------------------------------------------------------- many runs
+
+def run_benchmark(recipes: Sequence[str] = RECIPES, seeds: Sequence[int] = (0, 1, 2),
+                  repeat: Sequence[str] = ("core",), device=None, keep_going_further: bool = True,
+                  log=print) -> dict:
+    """Every recipe with every seed, then the first seed of each ``repeat`` recipe once more.
+
+    With ``keep_going_further``, the first seed's going-further checkpoints are kept in
+    :func:`going_further_dir` for notebook 08 to load.
+    """
+    device = device or get_device()
+    runs, repeats = [], []
+    start = time.perf_counter()
+    for name in recipes:
+        for i, seed in enumerate(seeds):
+            keep = keep_going_further and name == "going-further" and i == 0
+            log(f"== {name}, seed {seed} ...")
+            run = run_recipe(name, seed, device, save_dir=going_further_dir() if keep else None)
+            log("   " + _run_line(run))
+            runs.append(run)
+    for name in repeat:
+        if name in recipes:
+            log(f"== {name}, seed {seeds[0]} again (reproducibility) ...")
+            run = run_recipe(name, seeds[0], device)
+            log("   " + _run_line(run))
+            repeats.append(run)
+    return {"machine": machine_info(device), "seeds": list(seeds), "recipes": list(recipes), "runs": runs,
+            "repeats": repeats, "summary": summarize(runs), "reproducibility": _reproducibility(runs, repeats),
+            "total_s": time.perf_counter() - start,
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def machine_info(device) -> dict:
+    from helper_utils.device import machine_description
+
+    import torchvision
+
+    return {"description": machine_description(), "device": str(device), "python": platform.python_version(),
+            "torch": torch.__version__, "torchvision": torchvision.__version__, "threads": torch.get_num_threads()}
+
+
+def summarize(runs: Sequence[dict]) -> dict:
+    """Per recipe and metric: mean, min and max over seeds."""
+    summary = {}
+    for name in dict.fromkeys(run["recipe"] for run in runs):
+        rows = [run for run in runs if run["recipe"] == name]
+        summary[name] = {m: {"mean": float(np.mean([r[m] for r in rows])), "min": float(min(r[m] for r in rows)),
+                             "max": float(max(r[m] for r in rows))} for m in METRICS}
+        summary[name]["n"] = len(rows)
+    return summary
+
+
+def _reproducibility(runs: Sequence[dict], repeats: Sequence[dict]) -> list[dict]:
+    out = []
+    for again in repeats:
+        first = next(r for r in runs if r["recipe"] == again["recipe"] and r["seed"] == again["seed"])
+        out.append({"recipe": again["recipe"], "seed": again["seed"],
+                    **{m: {"first": first[m], "again": again[m]} for m in ("val_acc", "test_acc", "P@1")}})
+    return out
+
+
+def _run_line(run: dict) -> str:
+    return (f"val {run['val_acc']:.1%}  test {run['test_acc']:.1%}  P@1 {run['P@1']:.3f}  "
+            f"R@5 {run['Recall@5']:.3f}  mAP@R {run['mAP@R']:.3f}  train {run['train_s']:.0f} s  "
+            f"epoch {run['epoch_s']:.2f} s  search {run['search_ms']:.2f} ms")
+
+
+# --------------------------------------------------------------------------- the table
+
+_LABELS = {"tutorial": "tutorial, as written", "core": "kit core (notebooks 03, 05)",
+           "going-further": "going further (notebook 08)"}
+
+
+def _cell(stat: dict, percent: bool, digits: int) -> str:
+    scale = 100 if percent else 1
+    mean, lo, hi = (stat[k] * scale for k in ("mean", "min", "max"))
+    spread = (hi - lo) / 2
+    return f"{mean:.{digits}f} ± {spread:.{digits}f}"
+
+
+def results_markdown(results: dict) -> str:
+    """The README's results table: mean ± half the min-max range over seeds, plus how a seed repeats."""
+    m = results["machine"]
+    lines = [
+        f"Measured by `make bench` on {m['description']} (device {m['device']}), "
+        f"torchvision {m['torchvision']}, {results['date']}; "
+        f"seeds {', '.join(map(str, results['seeds']))}; mean ± half the spread (max − min) / 2 over seeds; "
+        f"whole run {results['total_s'] / 60:.0f} min.",
+        "",
+        "| recipe | val acc % | test acc % | P@1 | Recall@5 | mAP@R | train time (s) | epoch (s) | search (ms) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, s in results["summary"].items():
+        lines.append(
+            f"| {_LABELS.get(name, name)} | {_cell(s['val_acc'], True, 1)} | {_cell(s['test_acc'], True, 1)} | "
+            f"{_cell(s['P@1'], False, 3)} | {_cell(s['Recall@5'], False, 3)} | {_cell(s['mAP@R'], False, 3)} | "
+            f"{_cell(s['train_s'], False, 0)} | {_cell(s['epoch_s'], False, 2)} | {_cell(s['search_ms'], False, 2)} |")
+    for rep in results["reproducibility"]:
+        pairs = ", ".join(f"{k.replace('_acc', ' acc')} {_fmt(rep[k]['first'], k)} then {_fmt(rep[k]['again'], k)}"
+                          for k in ("val_acc", "test_acc", "P@1"))
+        lines += ["", f"Reproducibility: {_LABELS.get(rep['recipe'], rep['recipe'])}, seed {rep['seed']} run twice: "
+                  f"{pairs}."]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float, key: str) -> str:
+    return f"{value:.1%}" if key.endswith("acc") else f"{value:.3f}"
+
+
+def update_readme(readme: Path, table: str) -> bool:
+    """Replace the text between the README's ``bench:results`` markers with ``table``; False if no markers."""
+    text = Path(readme).read_text()
+    if README_START not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    with atomic_path(readme) as tmp:
+        tmp.write_text(f"{head}{README_START}\n{table}{README_END}{tail}")
+    return True
