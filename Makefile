@@ -9,7 +9,8 @@ STAMP  := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 LAB_PORT ?= 8888
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)  # containers often run as root; Jupyter refuses it otherwise
-NBVAL_FLAGS := --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=1200 -p no:cacheprovider --durations=10
+# nbval executes each notebook once; tools.course_report prints the numbers they printed, per notebook, at the end
+NBVAL_FLAGS := -p tools.course_report --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=1200 -p no:cacheprovider --durations=10
 
 .PHONY: help setup going-further data dev-data lab test test-fast test-notebooks test-browser release bench bench-scale bench-pipeline bench-course export-onnx serve loadtest
 
@@ -23,7 +24,7 @@ help:
 	@echo "make bench      train the tutorial, core and going-further recipes (3 seeds), rewrite the README table"
 	@echo "make bench-scale  exact vs FAISS search on 1M synthetic embeddings (docs/results/scale.md, ~6 min)"
 	@echo "make bench-pipeline  time the data pipelines (python -m tools.bench pipeline)"
-	@echo "make bench-course  run the six core solution notebooks, report times and results"
+	@echo "make bench-course  execute the six core solution notebooks under nbval, report times and results"
 	@echo "make export-onnx  export the encoder and classifier to ONNX, check parity, time both (docs/results/onnx.md)"
 	@echo "make serve      start the search service on 127.0.0.1:8000 (builds models and index first if needed)"
 	@echo "make loadtest   a bounded loopback load test of the service (docs/results/service.md)"
@@ -55,8 +56,8 @@ lab: data
 test: dev-data
 	$(BIN)/python -m tools.release --check
 	$(BIN)/python -m tools.release --clean --check
-	$(BIN)/python -m pytest tests
-	UNITTESTS_STRICT=1 $(BIN)/python -m pytest $(NBVAL_FLAGS) notebooks/solutions
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	UNITTESTS_STRICT=1 $(BIN)/python -m pytest $(NBVAL_FLAGS) notebooks/solutions --course-report artifacts/course_results.json $(NBVAL_ARGS)
 
 test-fast: $(DEV_STAMP)
 	$(BIN)/python -m pytest tests -m "not slow"
@@ -64,7 +65,7 @@ test-fast: $(DEV_STAMP)
 # Opt-in: installs Debian's chromium if missing (Playwright drives it; never `playwright install`).
 test-browser: dev-data
 	command -v chromium >/dev/null || .ci/install-chromium
-	FASHION_KIT_BROWSER=1 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/python -m pytest tests/browser -p no:cacheprovider
+	FASHION_KIT_BROWSER=1 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/python -m pytest tests/browser -p no:cacheprovider $(PYTEST_ARGS)
 
 test-notebooks: dev-data
 	UNITTESTS_STRICT=1 $(BIN)/python -m pytest $(NBVAL_FLAGS) notebooks/solutions
@@ -94,5 +95,6 @@ serve: dev-data
 loadtest: dev-data
 	$(BIN)/python -m tools.loadtest --requests 300 --concurrency 4 --report docs/results/service.md
 
+# The six core notebooks, executed and checked by nbval, with their times and printed results.
 bench-course: dev-data
-	$(BIN)/python -m tools.bench course --json artifacts/course_results.json
+	UNITTESTS_STRICT=1 $(BIN)/python -m pytest $(NBVAL_FLAGS) notebooks/solutions/0[1-6]_*.ipynb --course-report artifacts/course_results.json

@@ -27,12 +27,12 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-__all__ = ["BatchAugment", "normalize_batch", "to_unit_float"]
+__all__ = ["BatchAugment", "normalize_batch"]
 
 _GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma weights, as torchvision's rgb_to_grayscale
 
 
-def to_unit_float(x: torch.Tensor) -> torch.Tensor:
+def _to_unit_float(x: torch.Tensor) -> torch.Tensor:
     """uint8 pixels in ``[0, 255]`` -> float in ``[0, 1]``; a float batch is assumed in ``[0, 1]`` already."""
     if x.dtype == torch.uint8:
         return x.float().div_(255.0)
@@ -41,7 +41,7 @@ def to_unit_float(x: torch.Tensor) -> torch.Tensor:
 
 def normalize_batch(x: torch.Tensor) -> torch.Tensor:
     """Evaluation path: ``(B, 3, H, W)`` uint8 (or float in ``[0, 1]``) -> float in ``[-1, 1]``, no randomness."""
-    return to_unit_float(x).sub(0.5).div(0.5)
+    return _to_unit_float(x).sub(0.5).div(0.5)
 
 
 class BatchAugment(nn.Module):
@@ -192,7 +192,7 @@ class BatchAugment(nn.Module):
         if not self.training:
             return normalize_batch(x)
         g = self._gen(x.device)
-        x = to_unit_float(x)
+        x = _to_unit_float(x)
         x = self._geometry(x, g)
         x = self._colour(x, g)
         x = x.mul(2.0).sub_(1.0)  # [0, 1] -> [-1, 1]: mean 0.5, std 0.5

@@ -2,11 +2,10 @@
 
 ``python -m tools.bench results`` (``make bench``) trains the tutorial's recipe, the
 kit's core recipe and the going-further recipe with three seeds each and writes the results
-table of the README (see :mod:`tools.results`).
+table of the results page, docs/results/README.md (see :mod:`tools.results`).
 
-``python -m tools.bench course`` executes the six core solution notebooks in order, as a
-learner would, and reports each one's wall time and the results it printed (accuracy,
-retrieval metrics, latency). The executed copies go to ``artifacts/course/``.
+The course's own numbers come from the notebooks as nbval executes them (``make bench-course``
+for the six core notebooks, ``make test`` for all): see :mod:`tools.course_report`.
 
 ``python -m tools.bench pipeline`` compares data pipelines:
 
@@ -26,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -41,12 +39,7 @@ from helper_utils.loaders import TensorLoader
 from helper_utils.reference import MobileNetLikeClassifier
 from helper_utils.recipes import ClassifierRecipe
 
-__all__ = ["time_epoch", "pipeline_benchmark", "course_benchmark", "main"]
-
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-# printed lines worth a summary: accuracies, retrieval metrics, timings, what was loaded or trained
-RESULT_LINE = re.compile(r"accuracy|test-time|P@1|Recall@|R-Precision|mAP@R|latency|\bms\b|Loaded|trained|epochs in|"
-                         r"^\s*(before|tutorial|fix)\b|test photos", re.IGNORECASE)
+__all__ = ["time_epoch", "pipeline_benchmark", "main"]
 
 
 def time_epoch(loader, batch_size: int, seed: int = 0, warmup_batches: int = 2) -> tuple[float, int]:
@@ -134,43 +127,6 @@ def pipeline_benchmark(batch_size: int = 64, num_workers: int = 0, repeats: int 
     return results
 
 
-def _printed_text(notebook) -> list[str]:
-    lines = []
-    for cell in notebook.cells:
-        for output in cell.get("outputs", []):
-            if output.get("output_type") == "stream" and output.get("name") == "stdout":
-                lines += output["text"].splitlines()
-    return lines
-
-
-def course_benchmark(out_dir: Path = ARTIFACTS / "course", timeout_s: int = 1800) -> dict:
-    """Execute every solution notebook in order; returns wall times and the result lines each printed."""
-    import nbformat
-    from nbclient import NotebookClient
-
-    from tools.release import SOLUTIONS
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results = {"machine": machine_description(), "notebooks": {}}
-    total = 0.0
-    for path in sorted(SOLUTIONS.glob("0[1-6]_*.ipynb")):  # the core course; 07+ go further
-        notebook = nbformat.read(path, as_version=4)
-        start = time.perf_counter()
-        NotebookClient(notebook, timeout=timeout_s, kernel_name="python3",
-                       resources={"metadata": {"path": str(SOLUTIONS)}}).execute()
-        seconds = time.perf_counter() - start
-        total += seconds
-        nbformat.write(notebook, out_dir / path.name)
-        lines = [line.strip() for line in _printed_text(notebook) if RESULT_LINE.search(line)]
-        results["notebooks"][path.stem] = {"seconds": round(seconds, 1), "results": lines}
-        print(f"\n== {path.stem}: {seconds:.0f} s", flush=True)
-        for line in lines:
-            print(f"   {line}", flush=True)
-    results["total_seconds"] = round(total, 1)
-    print(f"\nwhole course: {total:.0f} s ({total / 60:.1f} min) on {results['machine']}")
-    return results
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -179,26 +135,19 @@ def main(argv: list[str] | None = None) -> int:
     pipe.add_argument("--num-workers", type=int, default=0, help="DataLoader workers of the tutorial pipeline")
     pipe.add_argument("--repeats", type=int, default=2, help="epochs timed for the kit and in-memory pipelines")
     pipe.add_argument("--json", type=Path, help="also write the results to this file")
-    course = commands.add_parser("course", help="execute the six solution notebooks, report times and results")
-    course.add_argument("--json", type=Path, help="also write the results to this file")
     res = commands.add_parser("results", help="train the tutorial, core and going-further recipes; write the table")
     res.add_argument("--recipes", nargs="+", default=["tutorial", "core", "going-further"])
     res.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     res.add_argument("--repeat", nargs="*", default=["core"], help="recipes whose first seed runs twice")
     res.add_argument("--json", type=Path, default=Path("docs/results/bench_results.json"))
     res.add_argument("--markdown", type=Path, default=Path("docs/results/bench_results.md"))
-    res.add_argument("--readme", type=Path, default=Path("README.md"), help="rewrite its table ('' to skip)")
+    res.add_argument("--readme", type=Path, default=Path("docs/results/README.md"),
+                     help="the results page whose table between the bench:results markers is rewritten ('' to skip)")
     res.add_argument("--from-json", type=Path, help="re-render the table and README from a saved run, training nothing")
     args = parser.parse_args(argv)
 
     if args.command == "results":
         return _results_command(args)
-    if args.command == "course":
-        results = course_benchmark()
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(results, indent=2) + "\n")
-        return 0
 
     print(f"Pipeline benchmark on {machine_description()}", flush=True)
     results = pipeline_benchmark(args.batch_size, args.num_workers, args.repeats)

@@ -17,8 +17,8 @@ The recipes:
 * ``going-further``: notebook 08's wider backbone (:class:`GoingFurtherRecipe`).
 
 Seeds are run in turn; the first seed of ``--repeat`` recipes is run a second time to show
-how far a seeded run repeats on the same machine. ``--readme`` rewrites the README's table
-between the ``bench:results`` markers, so the README always shows the last measured run.
+how far a seeded run repeats on the same machine. ``--readme`` rewrites the results page's table
+(docs/results/README.md) between the ``bench:results`` markers, so it always shows the last measured run.
 """
 
 from __future__ import annotations
