@@ -509,11 +509,11 @@ def _loop_loss(x: torch.Tensor, labels: list, margin: float, *, positive: str = 
     return stacked.mean() if reduce == "mean" else stacked.sum()
 
 
-_LOSS_MISTAKES = [  # (keyword arguments of _loop_loss, hint), most specific first
-    ({"positive": "nearest", "negative": "farthest"},
-     "batch-hard takes the farthest positive and the nearest negative: you took the easiest of both"),
+_LOSS_MISTAKES = [  # (keyword arguments of _loop_loss, hint); the first one the answer matches gives the hint
     ({"positive": "nearest"}, "take the *farthest* positive of each anchor (the hardest one), not the nearest"),
     ({"negative": "farthest"}, "take the *nearest* negative of each anchor (the hardest one), not the farthest"),
+    ({"positive": "nearest", "negative": "farthest"},
+     "batch-hard takes the farthest positive and the nearest negative: you took the easiest of both"),
     ({"reduce": "sum"}, "average over the anchors (mean), don't sum"),
     ({"hinge": False}, "apply the hinge, relu(d(a,p) - d(a,n) + margin): an anchor that already satisfies the "
                        "margin adds 0, not a negative number"),
@@ -578,8 +578,17 @@ def _loss_case_values(fn):
     _loss_check(fn, x, _BATCH, 0.5, "every anchor valid, margin 0.5")
 
 
-def _loss_case_no_positive(fn):
+def _singles() -> torch.Tensor:
     x = _clusters(_SINGLES, spread=0.6)
+    # Two of the lone anchors sit close to another class: their nearest negative is within the margin, so
+    # counting them (with d(a, p) = 0) changes the loss.
+    x[5] = x[2] + 0.1 * torch.randn(3, dtype=x.dtype)
+    x[6] = x[0] + 0.1 * torch.randn(3, dtype=x.dtype)
+    return x
+
+
+def _loss_case_no_positive(fn):
+    x = _singles()
     _loss_check(fn, x, _SINGLES, 0.5, "3 of 9 anchors have no positive")
 
 
@@ -591,7 +600,7 @@ def _loss_case_margin(fn):
 
 
 def _loss_case_gradients(fn):
-    x = _clusters(_SINGLES, spread=0.6)
+    x = _singles()
     mine, ref = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     out = _loss_out(fn, mine, _SINGLES, 0.5)
     check(out.requires_grad, expected="a loss that carries gradients", got="no autograd graph",
