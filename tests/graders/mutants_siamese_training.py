@@ -335,6 +335,13 @@ def pairwise_where_without_clamp(embeddings):
     return torch.where(squared > 0, squared.sqrt(), torch.zeros_like(squared))
 
 
+def pairwise_diagonal_only(embeddings):
+    """Keeps sqrt away from 0 on the diagonal only (adds 1 there, then zeroes it): identical rows still give NaN."""
+    eye = torch.eye(len(embeddings), dtype=torch.bool)
+    squared = _differences_squared(embeddings)
+    return torch.where(eye, torch.zeros_like(squared), (squared + eye.to(squared.dtype)).sqrt())
+
+
 def pairwise_eps(embeddings):
     return (_differences_squared(embeddings) + 1e-8).sqrt()
 
@@ -375,6 +382,7 @@ PAIRWISE_MUTANTS = {
     "squared distances": (pairwise_squared, "these are squared distances"),
     "plain sqrt (NaN gradient on the diagonal)": (pairwise_plain_sqrt, "finite gradients (sqrt of 0 on the diagonal)"),
     "torch.where without a clamp": (pairwise_where_without_clamp, "the gradient of sqrt at 0 is infinite"),
+    "only the diagonal kept away from sqrt(0)": (pairwise_diagonal_only, "not only the diagonal"),
     "sqrt(x + eps): diagonal not 0": (pairwise_eps, "sqrt(eps)"),
     "cosine distance": (pairwise_cosine, "not cosine similarity"),
     "modifies its input in place": (pairwise_centres_in_place, "does not modify the embeddings"),

@@ -26,6 +26,7 @@ HINTS = [  # (grader, mutant, words its hint must say)
     ("test_pairwise_distances", m.pairwise_squared, "squared distances: take the square root"),
     ("test_pairwise_distances", m.pairwise_plain_sqrt, "clamp the squared distances before the square root"),
     ("test_pairwise_distances", m.pairwise_eps, "sqrt(eps)"),
+    ("test_pairwise_distances", m.pairwise_diagonal_only, "identical rows are at distance 0 too"),
     ("test_pairwise_distances", m.pairwise_cosine, "not cosine similarity"),
     ("test_pairwise_distances", m.pairwise_centres_in_place, "in place"),
     ("test_pairwise_distances", m.pairwise_numpy, "NumPy cuts the autograd graph"),
