@@ -52,9 +52,11 @@ def semi_hard_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margi
                            normalize: bool = True) -> torch.Tensor:
     """For each (anchor, positive) pair: the nearest negative that is still farther than the positive.
 
-    Semi-hard negatives (Schroff et al., FaceNet, 2015) violate the margin without being closer
-    than the positive; they teach steadily where the very hardest negatives (often mislabelled
-    or look-alike photos) can pull the embedding apart. When no negative is farther than the
+    A semi-hard negative (Schroff et al., FaceNet, 2015) lies beyond the positive but within the
+    margin, ``d(a, p) < d(a, n) < d(a, p) + margin``: it still gives a loss without being one of the
+    hardest negatives (closer than the positive, often mislabelled or look-alike photos that can
+    pull the embedding apart). The nearest negative beyond the positive is semi-hard when one lies
+    within the margin; otherwise the pair is easy and adds 0. When no negative is farther than the
     positive, the farthest negative is used.
 
     Returns:

@@ -99,3 +99,34 @@ def test_mined_loss_validates_mining_and_dispatches():
                        semi_hard_triplet_loss(embeddings, labels, 0.3))
     with pytest.raises(ValueError, match="semihard"):
         MinedTripletLoss(mining="easy")
+
+
+# Notebook 05's answers (helper_utils.reference) against the kit's losses: the notebook prints both and says
+# they agree, so they must, on batches like the course's (normalised, P x K, with duplicates).
+
+
+@pytest.mark.parametrize("margin", [0.2, 1.0])
+def test_reference_batch_hard_matches_the_kit_and_the_loop(margin):
+    from helper_utils.reference import batch_hard_triplet_loss as reference_loss
+
+    torch.manual_seed(2)
+    embeddings = F.normalize(torch.randn(24, 8), dim=1)
+    embeddings[5] = embeddings[4]  # a duplicate inside one class
+    labels = torch.arange(6).repeat_interleave(4)  # P=6 classes x K=4 photos
+    got = reference_loss(embeddings, labels, margin)
+    assert torch.allclose(got, batch_hard_triplet_loss(embeddings, labels, margin, normalize=False), atol=1e-5)
+    assert torch.allclose(got, _loop_oracle(embeddings, labels, margin, normalize=False), atol=1e-5)
+
+
+def test_reference_pairwise_distances_exact_zeros_and_finite_gradients_on_a_course_sized_batch():
+    from helper_utils.reference import pairwise_distances as reference_distances
+
+    torch.manual_seed(3)
+    embeddings = torch.rand(64, 64)  # non-negative like the encoder's, a training batch's size
+    embeddings[10] = embeddings[11]
+    embeddings.requires_grad_(True)
+    distances = reference_distances(embeddings)
+    assert (distances.diagonal() == 0).all() and distances[10, 11] == 0
+    assert torch.allclose(distances, torch.cdist(embeddings.double(), embeddings.double()).float(), atol=1e-5)
+    distances.sum().backward()
+    assert torch.isfinite(embeddings.grad).all()

@@ -168,3 +168,17 @@ def test_l2_normalize_numpy_and_torch_alike():
     np.testing.assert_allclose(out.detach().numpy(), l2_normalize(x), atol=1e-7)
     out.sum().backward()  # keeps the gradient
     assert torch.isfinite(t.grad).all()
+
+
+def test_notebook_05_recall_at_k_agrees_with_retrieval_metrics():
+    """Notebook 05 prints both on the validation catalog (no class with a single photo) and says they agree."""
+    from helper_utils.reference import recall_at_k
+
+    rng = np.random.default_rng(4)
+    labels = np.repeat(np.arange(7), [30, 41, 25, 60, 44, 39, 37])  # 276 items, seven classes
+    embeddings = rng.normal(size=(len(labels), 16)).astype(np.float32) + labels[:, None] * 0.15
+    metrics = retrieval_metrics(embeddings, labels, ks=(1, 5))
+    x, y = torch.from_numpy(embeddings), torch.from_numpy(labels)
+    # float32 means: equal up to rounding, far below one query's 1/276
+    assert recall_at_k(x, y, 1) == pytest.approx(metrics["P@1"], abs=1e-6)
+    assert recall_at_k(x, y, 5) == pytest.approx(metrics["Recall@5"], abs=1e-6)

@@ -1,16 +1,20 @@
-"""Graders of notebook 05: ``SiameseEncoder`` and ``SiameseNetwork``."""
+"""Graders of notebook 05: ``SiameseEncoder``, ``SiameseNetwork``, ``pairwise_distances``,
+``batch_hard_triplet_loss`` and ``recall_at_k``."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from helper_utils.reference import MobileNetBackbone
 from unittests.framework import Case, check, fail, grade, require_callable
 
-__all__ = ["test_siamese_encoder", "test_siamese_network"]
+__all__ = ["test_batch_hard_triplet_loss", "test_pairwise_distances", "test_recall_at_k", "test_siamese_encoder",
+           "test_siamese_network"]
 
 _ATOL = 1e-5
 
@@ -291,3 +295,507 @@ def test_siamese_network(SiameseNetwork):
              lambda: _network_case_gradients(SiameseNetwork)),
     ]
     return grade("test_siamese_network", cases)
+
+
+# --------------------------------------------------------------------------- metric learning: shared pieces
+# The oracles below loop over pairs, anchors and queries one at a time: slow, but too simple to be
+# wrong, and independent of the reference answers.
+
+
+def _describe(x: Any) -> str:
+    if x is None:
+        return "None"
+    if isinstance(x, torch.Tensor):
+        return f"torch.Tensor {x.dtype} of shape {tuple(x.shape)}"
+    if isinstance(x, np.ndarray):
+        return f"np.ndarray {x.dtype} of shape {x.shape}"
+    return type(x).__name__
+
+
+def _loop_distance(x: torch.Tensor, i: int, j: int) -> torch.Tensor:
+    """||x_i - x_j||, and a constant 0 for a row and itself (so its gradient is 0, never NaN)."""
+    return x.new_zeros(()) if i == j else torch.linalg.vector_norm(x[i] - x[j])
+
+
+def _loop_distances(x: torch.Tensor) -> torch.Tensor:
+    """Euclidean distance of every pair of rows, one pair at a time: (N, D) -> (N, N)."""
+    n = x.shape[0]
+    return torch.stack([torch.stack([_loop_distance(x, i, j) for j in range(n)]) for i in range(n)])
+
+
+def _unchanged(run: Any, *inputs: torch.Tensor) -> None:
+    """Run ``run()`` and fail when it changed any of ``inputs`` in place."""
+    before = [t.clone() for t in inputs]
+    run()
+    changed = [k for k, (t, b) in enumerate(zip(inputs, before)) if not torch.equal(t, b)]
+    check(not changed, expected="the inputs unchanged",
+          got=f"argument {changed[0] + 1} was modified in place" if changed else "",
+          hint="don't modify the inputs in place (`-=`, `/=`, `.pow_()`, `.fill_diagonal_()` on them): "
+               "compute new tensors")
+
+
+def _first_hint(got: float, candidates: list[tuple[float, str]], default: str, atol: float = 1e-5) -> str:
+    """The hint of the first plausible mistake whose value the answer reproduces."""
+    for value, hint in candidates:
+        if abs(got - value) <= atol:
+            return hint
+    return default
+
+
+# --------------------------------------------------------------------------- pairwise_distances
+
+_SQRT_HINT = ("the gradient of sqrt at 0 is infinite (NaN after the chain rule): clamp the squared distances "
+              "before the square root (e.g. .clamp_min(1e-12)) and set the pairs whose squared distance is 0 "
+              "to exactly 0")
+
+
+def _pairwise_out(fn: Any, x: torch.Tensor) -> torch.Tensor:
+    out = fn(x)
+    n, d = x.shape
+    if isinstance(out, np.ndarray):
+        fail(f"a torch tensor ({n}, {n})", _describe(out),
+             "return a torch tensor: NumPy cuts the autograd graph, so the loss could not train the encoder")
+    if not isinstance(out, torch.Tensor):
+        fail(f"a torch tensor ({n}, {n})", _describe(out),
+             "the function returns None: replace the None placeholder and return the distances" if out is None
+             else "return the (N, N) tensor of distances")
+    if tuple(out.shape) != (n, n):
+        hint = ("one distance per pair of rows: (N, N); a (D, D) result compares the columns"
+                if tuple(out.shape) == (d, d) else "one distance per pair of rows: embeddings (N, D) -> (N, N)")
+        fail((n, n), tuple(out.shape), hint)
+    return out
+
+
+def _pairwise_value_hint(got: torch.Tensor, x: torch.Tensor, want: torch.Tensor, off: torch.Tensor) -> str:
+    def close(other: torch.Tensor) -> bool:
+        return torch.allclose(got[off], other[off], atol=1e-4)
+
+    unit = torch.nn.functional.normalize(x, dim=1)
+    cosine = unit @ unit.T
+    if close(want ** 2):
+        return "these are squared distances: take the square root"
+    if close(1 - cosine) or close(cosine):
+        return "use the Euclidean distance, not cosine similarity or cosine distance"
+    if close(_loop_distances(unit)):
+        return "compute the distances of the embeddings as given: don't normalise them first"
+    if close((x[:, None] - x[None]).abs().sum(dim=2)):
+        return "use the Euclidean distance (square root of the sum of squares), not the Manhattan distance"
+    return "distances[i, j] is the Euclidean distance ||x_i - x_j|| between rows i and j"
+
+
+def _pairwise_case_shape(fn):
+    _pairwise_out(fn, torch.randn(5, 3))
+
+
+def _pairwise_case_values(fn):
+    x = torch.randn(6, 4, dtype=torch.float64) * 2
+    got, want = _pairwise_out(fn, x).detach().to(torch.float64), _loop_distances(x)
+    off = ~torch.eye(6, dtype=torch.bool)  # the diagonal has a case of its own
+    check(torch.allclose(got[off], want[off], atol=1e-5), expected="the distances of a loop over every pair",
+          got=f"max abs difference {(got[off] - want[off]).abs().max().item():.3g}",
+          hint=_pairwise_value_hint(got, x, want, off))
+
+
+def _pairwise_case_dtype(fn):
+    for dtype in (torch.float64, torch.float32):
+        got = _pairwise_out(fn, torch.randn(4, 3, dtype=dtype))
+        check(got.dtype == dtype, expected=f"{dtype} for {dtype} embeddings", got=str(got.dtype),
+              hint="keep the embeddings' dtype: no .float(), .double() or NumPy round trip")
+
+
+def _pairwise_case_diagonal(fn):
+    for n, d in ((7, 5), (40, 16)):  # from 26 rows on, torch.cdist switches to a faster formula that rounds
+        got = _pairwise_out(fn, torch.randn(n, d) * 3).detach()
+        diagonal = got.diagonal()
+        if (diagonal == 0).all():
+            continue
+        worst = diagonal.abs().max().item()
+        hint = ("the distance of a row to itself must be exactly 0: sqrt(x + eps) gives sqrt(eps) there, and "
+                "torch.cdist or |a|^2 + |b|^2 - 2ab leave rounding errors. Clamp instead of adding eps, and set "
+                "the diagonal to 0" if worst < 0.1 else "distances[i, i] is the distance of row i to itself: 0")
+        fail(f"a diagonal of exact zeros ({n} rows)", f"{int((diagonal != 0).sum())} non-zero, up to {worst:.3g}", hint)
+
+
+def _pairwise_grad(fn, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The gradient of sum(weights * fn(x)) with respect to x."""
+    x = x.clone().requires_grad_(True)
+    out = _pairwise_out(fn, x)
+    check(out.requires_grad, expected="distances that carry gradients", got="no autograd graph",
+          hint="compute the distances with torch operations on the embeddings, without .detach(), "
+               "torch.no_grad() or NumPy: the loss backpropagates through them")
+    (out * weights.to(out.dtype)).sum().backward()
+    check(x.grad is not None, expected="a gradient for the embeddings", got="None",
+          hint="the distances must be computed from the embeddings passed in")
+    check(torch.isfinite(x.grad).all(), expected="finite gradients", got="NaN or inf in the gradient", hint=_SQRT_HINT)
+    return x.grad
+
+
+def _pairwise_case_finite(fn):
+    _pairwise_grad(fn, torch.randn(5, 3), torch.rand(5, 5))  # the diagonal: every row is at distance 0 of itself
+
+
+def _pairwise_case_gradients(fn):
+    x, weights = torch.randn(5, 3, dtype=torch.float64), torch.rand(5, 5, dtype=torch.float64)
+    got = _pairwise_grad(fn, x, weights).to(torch.float64)
+    ref = x.clone().requires_grad_(True)
+    (_loop_distances(ref) * weights).sum().backward()
+    check(torch.allclose(got, ref.grad, atol=1e-4), expected="the gradients of a loop over every pair",
+          got=f"max abs difference {(got - ref.grad).abs().max().item():.3g}",
+          hint="the distances must be differentiable functions of the embeddings: no rounding, no constants "
+               "in place of distances other than the zeros")
+
+
+def _pairwise_case_identical(fn):
+    x = torch.randn(5, 3)
+    x[3] = x[1]  # two photos with the same embedding: it happens (duplicates in a catalog)
+    got = _pairwise_out(fn, x).detach()
+    check(got[1, 3].abs() < 1e-3 and got[3, 1].abs() < 1e-3, expected="distance 0 between identical rows",
+          got=f"{got[1, 3].item():.3g}", hint="identical rows are at distance 0")
+    x_grad = x.clone().requires_grad_(True)
+    out = _pairwise_out(fn, x_grad)
+    if not out.requires_grad:
+        return  # the gradient case reports it
+    (out * torch.rand(5, 5)).sum().backward()
+    if x_grad.grad is not None and torch.isfinite(x_grad.grad).all():
+        return
+    distinct = torch.randn(5, 3, requires_grad=True)  # does the diagonal alone already give NaN?
+    (_pairwise_out(fn, distinct) * torch.rand(5, 5)).sum().backward()
+    diagonal_fine = distinct.grad is not None and torch.isfinite(distinct.grad).all()
+    fail("finite gradients", "NaN or inf in the gradient",
+         ("two identical rows are at distance 0 too, not only the diagonal: " if diagonal_fine else "") + _SQRT_HINT)
+
+
+def _pairwise_case_inputs(fn):
+    x = torch.randn(6, 4)
+    _unchanged(lambda: fn(x), x)
+
+
+def test_pairwise_distances(pairwise_distances):
+    """Grade ``pairwise_distances(embeddings)``: ``(N, D) -> (N, N)`` Euclidean distances, exact zeros on the
+    diagonal, finite gradients."""
+    fn = pairwise_distances
+    cases = [
+        Case("pairwise_distances is defined", lambda: require_callable(fn, "pairwise_distances"), required=True),
+        Case("returns an (N, N) tensor for (5, 3) embeddings", lambda: _pairwise_case_shape(fn), required=True),
+        Case("distances match a loop over every pair", lambda: _pairwise_case_values(fn)),
+        Case("keeps the embeddings' dtype", lambda: _pairwise_case_dtype(fn)),
+        Case("exactly 0 on the diagonal (7 and 40 rows)", lambda: _pairwise_case_diagonal(fn)),
+        Case("finite gradients (sqrt of 0 on the diagonal)", lambda: _pairwise_case_finite(fn)),
+        Case("gradients match a loop over every pair", lambda: _pairwise_case_gradients(fn)),
+        Case("identical rows: distance 0 and finite gradients", lambda: _pairwise_case_identical(fn)),
+        Case("does not modify the embeddings", lambda: _pairwise_case_inputs(fn)),
+    ]
+    return grade("test_pairwise_distances", cases)
+
+
+# --------------------------------------------------------------------------- batch_hard_triplet_loss
+
+
+def _loop_loss(x: torch.Tensor, labels: list, margin: float, *, positive: str = "farthest",
+               negative: str = "nearest", self_positive: bool = False, average_all: bool = False,
+               reduce: str = "mean", hinge: bool = True, squared: bool = False, swap: bool = False) -> torch.Tensor:
+    """Batch-hard loss, one anchor at a time. The keyword arguments make the plausible mistakes, for hints."""
+    n = len(labels)
+    terms = []
+    for a in range(n):
+        d = [_loop_distance(x, a, j) ** 2 if squared else _loop_distance(x, a, j) for j in range(n)]
+        pos = [d[p] for p in range(n) if labels[p] == labels[a] and (p != a or self_positive)]
+        neg = [d[q] for q in range(n) if labels[q] != labels[a]]
+        if not (pos and neg):
+            if average_all:
+                terms.append(x.new_zeros(()))
+            continue
+        d_ap = torch.stack(pos).max() if positive == "farthest" else torch.stack(pos).min()
+        d_an = torch.stack(neg).min() if negative == "nearest" else torch.stack(neg).max()
+        term = (d_an - d_ap if swap else d_ap - d_an) + margin
+        terms.append(torch.relu(term) if hinge else term)
+    stacked = torch.stack(terms)
+    return stacked.mean() if reduce == "mean" else stacked.sum()
+
+
+_LOSS_MISTAKES = [  # (keyword arguments of _loop_loss, hint); the first one the answer matches gives the hint
+    ({"positive": "nearest"}, "take the *farthest* positive of each anchor (the hardest one), not the nearest"),
+    ({"negative": "farthest"}, "take the *nearest* negative of each anchor (the hardest one), not the farthest"),
+    ({"positive": "nearest", "negative": "farthest"},
+     "batch-hard takes the farthest positive and the nearest negative: you took the easiest of both"),
+    ({"reduce": "sum"}, "average over the anchors (mean), don't sum"),
+    ({"hinge": False}, "apply the hinge, relu(d(a,p) - d(a,n) + margin): an anchor that already satisfies the "
+                       "margin adds 0, not a negative number"),
+    ({"margin_sign": -1}, "the margin is added, not subtracted: relu(d(a,p) - d(a,n) + margin)"),
+    ({"swap": True}, "the loss is relu(d(a,p) - d(a,n) + margin): positive distance minus negative distance"),
+    ({"squared": True}, "use Euclidean distances (pairwise_distances), not squared distances"),
+    ({"self_positive": True}, "an anchor is not its own positive: leave out the anchors without another item "
+                              "of their label (with itself as positive, d(a,p) = 0 and it still counts)"),
+    ({"average_all": True}, "average over the anchors that have a positive and a negative only, not over all "
+                            "the anchors"),
+]
+
+
+def _loss_value_hint(got: float, x: torch.Tensor, labels: list, margin: float) -> str:
+    candidates = []
+    for kwargs, hint in _LOSS_MISTAKES:
+        kwargs = dict(kwargs)
+        sign = kwargs.pop("margin_sign", 1)
+        candidates.append((float(_loop_loss(x, labels, sign * margin, **kwargs)), hint))
+    return _first_hint(got, candidates, "for each anchor with a positive and a negative: relu(farthest positive "
+                                        "distance - nearest negative distance + margin); then the mean")
+
+
+def _loss_out(fn: Any, x: torch.Tensor, labels: list, margin: float) -> torch.Tensor:
+    out = fn(x, torch.tensor(labels), margin)
+    if isinstance(out, torch.Tensor) and out.dim() == 0:
+        return out
+    if out is None:
+        hint = "the function returns None: replace the None placeholder and return the loss"
+    elif isinstance(out, torch.Tensor):
+        hint = "return one number: the mean over the valid anchors, a tensor of shape ()"
+    elif isinstance(out, (float, int)):
+        hint = "return the loss tensor itself, not a Python number (no .item()): training calls backward() on it"
+    else:
+        hint = "return the loss as a scalar tensor"
+    fail("a scalar tensor (shape ())", _describe(out), hint)
+
+
+def _loss_check(fn, x: torch.Tensor, labels: list, margin: float, what: str) -> None:
+    got = float(_loss_out(fn, x, labels, margin).detach())
+    want = float(_loop_loss(x, labels, margin))
+    check(abs(got - want) <= 1e-5, expected=f"{want:.6f} ({what})", got=f"{got:.6f}",
+          hint=_loss_value_hint(got, x, labels, margin))
+
+
+def _clusters(labels: list, spread: float, dim: int = 3) -> torch.Tensor:
+    """One random centre per label, points scattered around it: some anchors easy, some hard."""
+    centres = {label: torch.randn(dim) * 1.5 for label in sorted(set(labels))}
+    return torch.stack([centres[label] + spread * torch.randn(dim) for label in labels]).to(torch.float64)
+
+
+_BATCH = [0, 0, 0, 1, 1, 1, 2, 2, 2, 2]  # every anchor has a positive and a negative
+_SINGLES = [0, 0, 1, 1, 1, 2, 3, 0, 4]  # labels 2, 3, 4 have one item: those anchors have no positive
+
+
+def _loss_case_scalar(fn):
+    _loss_out(fn, torch.randn(8, 3), [0, 0, 1, 1, 2, 2, 3, 3], 0.2)
+
+
+def _loss_case_values(fn):
+    x = _clusters(_BATCH, spread=0.6)
+    _loss_check(fn, x, _BATCH, 0.5, "every anchor valid, margin 0.5")
+
+
+def _singles() -> torch.Tensor:
+    x = _clusters(_SINGLES, spread=0.6)
+    # Two of the lone anchors sit close to another class: their nearest negative is within the margin, so
+    # counting them (with d(a, p) = 0) changes the loss.
+    x[5] = x[2] + 0.1 * torch.randn(3, dtype=x.dtype)
+    x[6] = x[0] + 0.1 * torch.randn(3, dtype=x.dtype)
+    return x
+
+
+def _loss_case_no_positive(fn):
+    x = _singles()
+    _loss_check(fn, x, _SINGLES, 0.5, "3 of 9 anchors have no positive")
+
+
+def _loss_case_margin(fn):
+    labels = [7, 3, 7, 9, 3, 9, 9, 3]  # any label values, in any order
+    x = _clusters(labels, spread=0.5, dim=4)
+    for margin in (0.1, 1.5):
+        _loss_check(fn, x, labels, margin, f"margin {margin}")
+
+
+def _loss_case_gradients(fn):
+    x = _singles()
+    mine, ref = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    out = _loss_out(fn, mine, _SINGLES, 0.5)
+    check(out.requires_grad, expected="a loss that carries gradients", got="no autograd graph",
+          hint="compute the loss with torch operations on the embeddings, without .detach(), .item() or NumPy")
+    out.backward()
+    _loop_loss(ref, _SINGLES, 0.5).backward()
+    check(mine.grad is not None and torch.isfinite(mine.grad).all(), expected="finite gradients",
+          got="NaN or inf in the gradient" if mine.grad is not None else "None", hint=_SQRT_HINT)
+    check(torch.allclose(mine.grad.to(torch.float64), ref.grad, atol=1e-5),
+          expected="the gradients of a loop over the anchors",
+          got=f"max abs difference {(mine.grad.to(torch.float64) - ref.grad).abs().max().item():.3g}",
+          hint="the gradient must flow through the hardest positive and negative distances of the valid anchors")
+
+
+def _loss_case_duplicates(fn):
+    labels = [0, 0, 1, 1, 2, 2]
+    x = torch.randn(6, 3)
+    x[1] = x[0]  # a positive identical to its anchor
+    x[3] = x[4]  # a negative identical to its anchor
+    x.requires_grad_(True)
+    out = _loss_out(fn, x, labels, 0.3)
+    if not out.requires_grad:
+        return  # the gradient case reports it
+    out.backward()
+    check(x.grad is not None and torch.isfinite(x.grad).all(), expected="finite gradients",
+          got="NaN or inf in the gradient",
+          hint="compute the distances with your pairwise_distances, whose gradients stay finite at distance 0")
+
+
+def _loss_case_inputs(fn):
+    x, labels = torch.randn(8, 3), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    _unchanged(lambda: fn(x, labels, 0.2), x, labels)
+
+
+def test_batch_hard_triplet_loss(batch_hard_triplet_loss):
+    """Grade ``batch_hard_triplet_loss(embeddings, labels, margin)`` against a loop over the anchors."""
+    fn = batch_hard_triplet_loss
+    cases = [
+        Case("batch_hard_triplet_loss is defined", lambda: require_callable(fn, "batch_hard_triplet_loss"),
+             required=True),
+        Case("returns a scalar tensor", lambda: _loss_case_scalar(fn), required=True),
+        Case("matches a loop over the anchors", lambda: _loss_case_values(fn)),
+        Case("leaves out anchors without a positive", lambda: _loss_case_no_positive(fn)),
+        Case("other margins and label values", lambda: _loss_case_margin(fn)),
+        Case("gradients match a loop over the anchors", lambda: _loss_case_gradients(fn)),
+        Case("finite gradients with identical embeddings", lambda: _loss_case_duplicates(fn)),
+        Case("does not modify its inputs", lambda: _loss_case_inputs(fn)),
+    ]
+    return grade("test_batch_hard_triplet_loss", cases)
+
+
+# --------------------------------------------------------------------------- recall_at_k
+
+
+def _loop_recall(x: torch.Tensor, labels: list, k: int, *, include_self: bool = False, farthest: bool = False,
+                 precision: bool = False, cosine: bool = False) -> float:
+    """Leave-one-out hit rate, one query at a time. The keyword arguments make the plausible mistakes."""
+    rows = x.double().tolist()
+    n = len(rows)
+
+    def distance(q: int, j: int) -> float:
+        if cosine:  # a smaller "distance" for a larger cosine similarity
+            dot = sum(a * b for a, b in zip(rows[q], rows[j]))
+            return -dot / (math.hypot(*rows[q]) * math.hypot(*rows[j]))
+        return math.dist(rows[q], rows[j])
+
+    score = 0.0
+    for q in range(n):
+        others = [j for j in range(n) if include_self or j != q]
+        ranked = sorted(others, key=lambda j: distance(q, j), reverse=farthest)[:k]
+        same = [labels[j] == labels[q] for j in ranked]
+        score += sum(same) / len(same) if precision else float(any(same))
+    return score / n
+
+
+_RECALL_MISTAKES = [  # (keyword arguments of _loop_recall, hint)
+    ({"include_self": True}, "leave the query out of its own results: it is always its own nearest neighbour. "
+                             "Set its distance to itself to inf before taking the k nearest"),
+    ({"farthest": True}, "take the k *smallest* distances (topk(k, largest=False)): these are the farthest"),
+    ({"precision": True}, "count a query as a hit when at least one of its k nearest has its label: that is the "
+                          "hit rate; the share of the k that have it is precision@k"),
+    ({"cosine": True}, "rank by Euclidean distance, not cosine similarity: they differ when the embeddings have "
+                       "different lengths"),
+]
+
+
+def _recall_out(fn: Any, x: torch.Tensor, labels: list, k: int) -> float:
+    out = fn(x, torch.tensor(labels), k)
+    if isinstance(out, torch.Tensor) and out.numel() == 1:
+        return float(out)  # the type case reports it; compare the value here
+    if isinstance(out, (float, int, np.floating, np.integer)) and not isinstance(out, bool):
+        return float(out)
+    fail("a Python float", _describe(out),
+         "the function returns None: replace the None placeholder and return the hit rate" if out is None
+         else "return one number, the share of queries that are hits")
+
+
+def _recall_check(fn, x: torch.Tensor, labels: list, k: int, what: str) -> None:
+    got, want = _recall_out(fn, x, labels, k), _loop_recall(x, labels, k)
+    candidates = [(_loop_recall(x, labels, k, **kwargs), hint) for kwargs, hint in _RECALL_MISTAKES]
+    check(abs(got - want) <= 1e-6, expected=f"{want:.4f} ({what})", got=f"{got:.4f}",
+          hint=_first_hint(got, candidates, "for each query: its k nearest *other* items by Euclidean distance; "
+                                            "a hit if one of them has its label; return the share of hits",
+                           atol=1e-6))
+
+
+def _spread(labels: list, dim: int = 3) -> torch.Tensor:
+    """Noisy class centres, every row scaled by its own length: Euclidean and cosine rankings differ."""
+    x = _clusters(labels, spread=1.0, dim=dim).float()
+    return x * torch.empty(len(labels), 1).uniform_(0.3, 3.0)
+
+
+_QUERIES = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3]
+
+
+def _recall_case_float(fn):
+    out = fn(_spread(_QUERIES), torch.tensor(_QUERIES), 1)
+    check(isinstance(out, float), expected="a Python float", got=_describe(out),
+          hint="convert the result with .item(): the notebook prints and compares plain numbers"
+          if isinstance(out, torch.Tensor) else "return the share of hits as a float")
+
+
+def _recall_case_p_at_1(fn):
+    _recall_check(fn, _spread(_QUERIES), _QUERIES, 1, "k=1, i.e. P@1")
+
+
+def _recall_case_hit_rate(fn):
+    labels = [5, 2, 5, 9, 2, 9, 9, 2, 5, 2, 9]  # any label values, in any order
+    x = _spread(labels, dim=4)
+    for k in (3, 5):
+        _recall_check(fn, x, labels, k, f"k={k}")
+
+
+def _recall_case_duplicates(fn):
+    labels = [0, 1, 0, 1, 2, 2, 0, 1]
+    x = _spread(labels)
+    # Two pairs of duplicates of different labels: each is the other's nearest item, a miss for both. Far from
+    # the rest, so that no other query has a tie between two items of different labels among its nearest.
+    x[0] = x[1] = torch.tensor([20.0, -20.0, 20.0])
+    x[2] = x[5] = torch.tensor([-20.0, 20.0, -20.0])
+    got, want = _recall_out(fn, x, labels, 1), _loop_recall(x, labels, 1)
+    check(abs(got - want) <= 1e-6, expected=f"{want:.4f} (k=1, two items have a duplicate of another label)",
+          got=f"{got:.4f}",
+          hint="the query was counted as its own neighbour when another item has the same embedding (a tie at "
+               "distance 0): dropping the first column of the sorted distances assumes the query comes first. "
+               "Set each query's distance to itself to inf instead")
+
+
+def _recall_case_large_k(fn):
+    labels = [0, 0, 1, 1, 1, 2]  # label 2 has one item: no k can make it a hit
+    x = _spread(labels)
+    n = len(labels)
+    for k in (n - 1, n, n + 3):
+        try:
+            got = _recall_out(fn, x, labels, k)
+        except (RuntimeError, IndexError, ValueError) as e:
+            fail(f"k={k} to run on {n} items", f"{type(e).__name__}: {e}",
+                 "k can be larger than the N - 1 other items: use k = min(k, N - 1)")
+        want = _loop_recall(x, labels, k)
+        check(abs(got - want) <= 1e-6, expected=f"{want:.4f} (k={k}, {n} items: all the others)", got=f"{got:.4f}",
+              hint="with k >= N the query itself got into its k nearest: use k = min(k, N - 1)")
+
+
+def _recall_case_euclidean(fn):
+    # 2-D points: the query at (1, 0); a same-label item in the same direction but far, (6, 0); an item of
+    # another label close by but at an angle, (1, 1). Euclidean: (1, 1) is nearer; cosine: (6, 0) is.
+    x = torch.tensor([[1.0, 0.0], [6.0, 0.0], [1.0, 1.0], [0.0, 5.0]])
+    labels = [0, 0, 1, 1]
+    got, want = _recall_out(fn, x, labels, 1), _loop_recall(x, labels, 1)
+    hint = ("rank by Euclidean distance, not cosine similarity: they differ when the embeddings have different "
+            "lengths" if abs(got - _loop_recall(x, labels, 1, cosine=True)) <= 1e-6
+            else "for each query: its nearest other item by Euclidean distance")
+    check(abs(got - want) <= 1e-6, expected=f"{want:.4f}", got=f"{got:.4f}", hint=hint)
+
+
+def _recall_case_inputs(fn):
+    x, labels = _spread(_QUERIES), torch.tensor(_QUERIES)
+    _unchanged(lambda: fn(x, labels, 3), x, labels)
+
+
+def test_recall_at_k(recall_at_k):
+    """Grade ``recall_at_k(embeddings, labels, k)``: the leave-one-out hit rate, a Python float."""
+    fn = recall_at_k
+    cases = [
+        Case("recall_at_k is defined", lambda: require_callable(fn, "recall_at_k"), required=True),
+        Case("returns a Python float", lambda: _recall_case_float(fn)),
+        Case("P@1 (k=1) matches a loop over the queries", lambda: _recall_case_p_at_1(fn)),
+        Case("k=3 and k=5: a hit rate, other label values", lambda: _recall_case_hit_rate(fn)),
+        Case("a query is not its own neighbour, even with a duplicate", lambda: _recall_case_duplicates(fn)),
+        Case("k of N - 1 and more: all the other items", lambda: _recall_case_large_k(fn)),
+        Case("ranks by Euclidean distance", lambda: _recall_case_euclidean(fn)),
+        Case("does not modify its inputs", lambda: _recall_case_inputs(fn)),
+    ]
+    return grade("test_recall_at_k", cases)

@@ -1,18 +1,20 @@
-"""Answers to notebook 05's exercises, ``SiameseEncoder`` and ``SiameseNetwork``: correct, stubs, wrong.
+"""Answers to notebook 05's exercises (``SiameseEncoder``, ``SiameseNetwork``, ``pairwise_distances``,
+``batch_hard_triplet_loss``, ``recall_at_k``): correct, stubs, wrong.
 
 ``*_CORRECT`` must pass their grader; ``*_STUBS`` and every ``*_MUTANTS`` entry must fail it.
-Each mutant maps to ``(class, name of a case that must fail)``.
+Each mutant maps to ``(answer, name of a case that must fail, or words of the hint it must get)``.
 """
 
 from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helper_utils.reference import MobileNetBackbone
+from helper_utils.reference import MobileNetBackbone, pairwise_distances
 
 # --------------------------------------------------------------------------- SiameseEncoder
 
@@ -283,4 +285,347 @@ NETWORK_MUTANTS = {
     "negative detached": (DetachedNegative, "gradients reach the shared network from all three outputs"),
     "extra head": (ExtraHeadNetwork, "holds the one shared network's weights only"),
     "no get_embedding": (NoGetEmbedding, "get_embedding(x) equals the embedding network's output"),
+}
+
+
+# --------------------------------------------------------------------------- pairwise_distances
+
+
+def _differences_squared(x):
+    return (x[:, None, :] - x[None, :, :]).pow(2).sum(dim=2)  # (N, N)
+
+
+def pairwise_expanded(embeddings):
+    """Another correct answer: |a|^2 + |b|^2 - 2ab, clamped, with exact zeros on the diagonal."""
+    norms = embeddings.pow(2).sum(dim=1)
+    squared = (norms[:, None] + norms[None, :] - 2 * embeddings @ embeddings.T).clamp_min(0)
+    zero = (squared <= 1e-12) | torch.eye(len(embeddings), dtype=torch.bool)
+    return squared.clamp_min(1e-12).sqrt().masked_fill(zero, 0.0)
+
+
+def pairwise_cdist_direct(embeddings):
+    """Another correct answer: torch.cdist without the matrix-product shortcut, diagonal set to 0."""
+    distances = torch.cdist(embeddings, embeddings, compute_mode="donot_use_mm_for_euclid_dist")
+    return distances.masked_fill(torch.eye(len(embeddings), dtype=torch.bool), 0.0)
+
+
+PAIRWISE_CORRECT = {"|a|^2 + |b|^2 - 2ab, clamped and masked": pairwise_expanded,
+                    "torch.cdist without mm, diagonal masked": pairwise_cdist_direct}
+
+
+def pairwise_stub(embeddings):
+    distances = None
+    return distances
+
+
+PAIRWISE_STUBS = {"None placeholder": None, "stub function": pairwise_stub}
+
+
+def pairwise_squared(embeddings):
+    return _differences_squared(embeddings)
+
+
+def pairwise_plain_sqrt(embeddings):
+    return _differences_squared(embeddings).sqrt()
+
+
+def pairwise_where_without_clamp(embeddings):
+    """The classic trap: torch.where picks 0, but sqrt's infinite gradient still multiplies a 0 into NaN."""
+    squared = _differences_squared(embeddings)
+    return torch.where(squared > 0, squared.sqrt(), torch.zeros_like(squared))
+
+
+def pairwise_diagonal_only(embeddings):
+    """Keeps sqrt away from 0 on the diagonal only (adds 1 there, then zeroes it): identical rows still give NaN."""
+    eye = torch.eye(len(embeddings), dtype=torch.bool)
+    squared = _differences_squared(embeddings)
+    return torch.where(eye, torch.zeros_like(squared), (squared + eye.to(squared.dtype)).sqrt())
+
+
+def pairwise_eps(embeddings):
+    return (_differences_squared(embeddings) + 1e-8).sqrt()
+
+
+def pairwise_cosine(embeddings):
+    unit = F.normalize(embeddings, dim=1)
+    return 1 - unit @ unit.T
+
+
+def pairwise_centres_in_place(embeddings):
+    embeddings -= embeddings.mean(dim=0)  # distances do not change, but the caller's tensor does
+    squared = _differences_squared(embeddings)
+    return squared.clamp_min(1e-12).sqrt().masked_fill(squared == 0, 0.0)
+
+
+def pairwise_numpy(embeddings):
+    x = embeddings.detach().numpy()
+    return np.linalg.norm(x[:, None, :] - x[None, :, :], axis=2)
+
+
+def pairwise_cdist(embeddings):
+    return torch.cdist(embeddings, embeddings)  # from 26 rows on: a formula that rounds, non-zero diagonal
+
+
+def pairwise_detached(embeddings):
+    return pairwise_expanded(embeddings).detach()
+
+
+def pairwise_float32(embeddings):
+    return pairwise_expanded(embeddings.float())
+
+
+def pairwise_columns(embeddings):
+    return pairwise_expanded(embeddings.T)
+
+
+PAIRWISE_MUTANTS = {
+    "squared distances": (pairwise_squared, "these are squared distances"),
+    "plain sqrt (NaN gradient on the diagonal)": (pairwise_plain_sqrt, "finite gradients (sqrt of 0 on the diagonal)"),
+    "torch.where without a clamp": (pairwise_where_without_clamp, "the gradient of sqrt at 0 is infinite"),
+    "only the diagonal kept away from sqrt(0)": (pairwise_diagonal_only, "not only the diagonal"),
+    "sqrt(x + eps): diagonal not 0": (pairwise_eps, "sqrt(eps)"),
+    "cosine distance": (pairwise_cosine, "not cosine similarity"),
+    "modifies its input in place": (pairwise_centres_in_place, "does not modify the embeddings"),
+    "NumPy output": (pairwise_numpy, "return a torch tensor"),
+    "torch.cdist with its rounding shortcut": (pairwise_cdist, "exactly 0 on the diagonal (7 and 40 rows)"),
+    "detached output": (pairwise_detached, "without .detach()"),
+    "casts to float32": (pairwise_float32, "keeps the embeddings' dtype"),
+    "distances between columns": (pairwise_columns, "a (D, D) result compares the columns"),
+}
+
+
+# --------------------------------------------------------------------------- batch_hard_triplet_loss
+
+def _masks(labels):
+    same = labels[:, None] == labels[None, :]
+    positives = same & ~torch.eye(len(labels), dtype=torch.bool)
+    return same, positives, ~same
+
+
+def _hardest(distances, positives, negatives, positive="farthest", negative="nearest"):
+    if positive == "farthest":
+        d_ap = distances.masked_fill(~positives, float("-inf")).amax(dim=1)
+    else:
+        d_ap = distances.masked_fill(~positives, float("inf")).amin(dim=1)
+    if negative == "nearest":
+        d_an = distances.masked_fill(~negatives, float("inf")).amin(dim=1)
+    else:
+        d_an = distances.masked_fill(~negatives, float("-inf")).amax(dim=1)
+    return d_ap, d_an
+
+
+def _batch_hard(embeddings, labels, margin, *, distances=None, positive="farthest", negative="nearest",
+                reduce="mean", hinge=True, sign=1.0):
+    distances = pairwise_distances(embeddings) if distances is None else distances
+    _, positives, negatives = _masks(labels)
+    d_ap, d_an = _hardest(distances, positives, negatives, positive, negative)
+    valid = positives.any(dim=1) & negatives.any(dim=1)
+    term = d_ap - d_an + sign * margin
+    term = torch.relu(term) if hinge else term
+    return term[valid].mean() if reduce == "mean" else term[valid].sum()
+
+
+def loss_weighted_mean(embeddings, labels, margin):
+    """Another correct answer: multiply by the masks (distances are >= 0) and divide by the valid count."""
+    distances = pairwise_distances(embeddings)
+    _, positives, negatives = _masks(labels)
+    d_ap = (distances * positives).amax(dim=1)
+    d_an = torch.where(negatives, distances, distances.max() + 1).amin(dim=1)
+    valid = (positives.any(dim=1) & negatives.any(dim=1)).float()
+    return (torch.relu(d_ap - d_an + margin) * valid).sum() / valid.sum()
+
+
+def loss_loop(embeddings, labels, margin):
+    """Another correct answer: a loop over the anchors with the learner's own distances."""
+    distances = pairwise_distances(embeddings)
+    terms = []
+    for a in range(len(labels)):
+        pos = [distances[a, p] for p in range(len(labels)) if p != a and labels[p] == labels[a]]
+        neg = [distances[a, n] for n in range(len(labels)) if labels[n] != labels[a]]
+        if pos and neg:
+            terms.append(torch.relu(torch.stack(pos).max() - torch.stack(neg).min() + margin))
+    return torch.stack(terms).mean()
+
+
+LOSS_CORRECT = {"masks multiplied, weighted mean": loss_weighted_mean, "loop over anchors": loss_loop}
+
+
+def loss_stub(embeddings, labels, margin):
+    loss = None
+    return loss
+
+
+LOSS_STUBS = {"None placeholder": None, "stub function": loss_stub}
+
+
+def loss_nearest_positive(embeddings, labels, margin):
+    return _batch_hard(embeddings, labels, margin, positive="nearest")
+
+
+def loss_farthest_negative(embeddings, labels, margin):
+    return _batch_hard(embeddings, labels, margin, negative="farthest")
+
+
+def loss_self_positive(embeddings, labels, margin):
+    """The anchor counts as its own positive: an anchor alone in its class is kept, with d(a, p) = 0."""
+    distances = pairwise_distances(embeddings)
+    same = labels[:, None] == labels[None, :]
+    d_ap = distances.masked_fill(~same, float("-inf")).amax(dim=1)
+    d_an = distances.masked_fill(same, float("inf")).amin(dim=1)
+    valid = same.any(dim=1) & (~same).any(dim=1)
+    return torch.relu(d_ap - d_an + margin)[valid].mean()
+
+
+def loss_no_valid_filter(embeddings, labels, margin):
+    """Masks multiplied, but every anchor averaged in: one without a positive gets d(a, p) = 0."""
+    distances = pairwise_distances(embeddings)
+    _, positives, negatives = _masks(labels)
+    d_ap = (distances * positives).amax(dim=1)
+    d_an = distances.masked_fill(~negatives, float("inf")).amin(dim=1)
+    return torch.relu(d_ap - d_an + margin).mean()
+
+
+def loss_mean_over_all(embeddings, labels, margin):
+    """Zero for the invalid anchors, but divided by all of them."""
+    distances = pairwise_distances(embeddings)
+    _, positives, negatives = _masks(labels)
+    d_ap, d_an = _hardest(distances, positives, negatives)
+    valid = positives.any(dim=1) & negatives.any(dim=1)
+    return torch.where(valid, torch.relu(d_ap - d_an + margin), torch.zeros_like(d_ap)).sum() / len(labels)
+
+
+def loss_sum(embeddings, labels, margin):
+    return _batch_hard(embeddings, labels, margin, reduce="sum")
+
+
+def loss_no_hinge(embeddings, labels, margin):
+    return _batch_hard(embeddings, labels, margin, hinge=False)
+
+
+def loss_margin_subtracted(embeddings, labels, margin):
+    return _batch_hard(embeddings, labels, margin, sign=-1.0)
+
+
+def loss_squared(embeddings, labels, margin):
+    return _batch_hard(embeddings, labels, margin, distances=_differences_squared(embeddings))
+
+
+def loss_item(embeddings, labels, margin):
+    return _batch_hard(embeddings, labels, margin).item()
+
+
+def loss_per_anchor(embeddings, labels, margin):
+    distances = pairwise_distances(embeddings)
+    _, positives, negatives = _masks(labels)
+    d_ap, d_an = _hardest(distances, positives, negatives)
+    return torch.relu(d_ap - d_an + margin)[positives.any(dim=1)]
+
+
+def loss_plain_sqrt(embeddings, labels, margin):
+    return _batch_hard(embeddings, labels, margin, distances=_differences_squared(embeddings).sqrt())
+
+
+LOSS_MUTANTS = {
+    "nearest positive": (loss_nearest_positive, "not the nearest"),
+    "farthest negative": (loss_farthest_negative, "not the farthest"),
+    "anchor as its own positive": (loss_self_positive, "an anchor is not its own positive"),
+    "anchors without a positive averaged in": (loss_no_valid_filter, "leave out the anchors without"),
+    "mean over every anchor": (loss_mean_over_all, "not over all the anchors"),
+    "sum instead of mean": (loss_sum, "don't sum"),
+    "no hinge": (loss_no_hinge, "apply the hinge"),
+    "margin subtracted": (loss_margin_subtracted, "the margin is added"),
+    "squared distances": (loss_squared, "not squared distances"),
+    "returns a Python number": (loss_item, "not a Python number"),
+    "one loss per anchor": (loss_per_anchor, "return one number"),
+    "plain sqrt distances (NaN gradients)": (loss_plain_sqrt, "the gradient of sqrt at 0 is infinite"),
+}
+
+
+# --------------------------------------------------------------------------- recall_at_k
+
+
+def recall_numpy_argsort(embeddings, labels, k):
+    """Another correct answer: NumPy, a stable argsort, the query's own distance set to inf."""
+    x, y = embeddings.detach().numpy().astype(np.float64), labels.numpy()
+    distances = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=2)
+    np.fill_diagonal(distances, np.inf)
+    nearest = np.argsort(distances, axis=1, kind="stable")[:, :min(k, len(y) - 1)]
+    return float((y[nearest] == y[:, None]).any(axis=1).mean())
+
+
+def recall_kit_knn(embeddings, labels, k):
+    """Another correct answer: the kit's leave-one-out knn (it clips k itself)."""
+    from helper_utils import knn
+
+    nearest, _ = knn(embeddings, embeddings, k=k, exclude_self=True)
+    y = labels.numpy()
+    return float((y[nearest] == y[:, None]).any(axis=1).mean())
+
+
+RECALL_CORRECT = {"NumPy argsort": recall_numpy_argsort, "the kit's knn": recall_kit_knn}
+
+
+def recall_stub(embeddings, labels, k):
+    recall = None
+    return recall
+
+
+RECALL_STUBS = {"None placeholder": None, "stub function": recall_stub}
+
+
+def _recall(distances, labels, k, *, largest=False, precision=False, clip=True):
+    k = min(k, len(labels) - 1) if clip else k
+    nearest = distances.topk(k, dim=1, largest=largest).indices
+    same = labels[nearest] == labels[:, None]
+    return (same.float().mean(dim=1) if precision else same.any(dim=1).float()).mean().item()
+
+
+def _without_self(embeddings):
+    return pairwise_distances(embeddings).fill_diagonal_(float("inf"))
+
+
+def recall_includes_self(embeddings, labels, k):
+    return _recall(pairwise_distances(embeddings), labels, k)
+
+
+def recall_drops_first_column(embeddings, labels, k):
+    """Assumes the query is always first in its own sorted row: not so when a duplicate ties with it."""
+    order = pairwise_distances(embeddings).argsort(dim=1, stable=True)
+    nearest = order[:, 1:k + 1]
+    return (labels[nearest] == labels[:, None]).any(dim=1).float().mean().item()
+
+
+def recall_farthest(embeddings, labels, k):
+    return _recall(_without_self(embeddings).fill_diagonal_(float("-inf")), labels, k, largest=True)
+
+
+def recall_precision(embeddings, labels, k):
+    return _recall(_without_self(embeddings), labels, k, precision=True)
+
+
+def recall_tensor(embeddings, labels, k):
+    distances = _without_self(embeddings)
+    nearest = distances.topk(min(k, len(labels) - 1), dim=1, largest=False).indices
+    return (labels[nearest] == labels[:, None]).any(dim=1).float().mean()
+
+
+def recall_cosine(embeddings, labels, k):
+    unit = F.normalize(embeddings, dim=1)
+    similarity = (unit @ unit.T).fill_diagonal_(float("-inf"))
+    return _recall(similarity, labels, k, largest=True)
+
+
+def recall_unclipped_k(embeddings, labels, k):
+    return _recall(_without_self(embeddings), labels, k, clip=False)
+
+
+RECALL_MUTANTS = {
+    "the query counted as its own neighbour": (recall_includes_self, "leave the query out"),
+    "drops the first sorted column (ties with a duplicate)":
+        (recall_drops_first_column, "a query is not its own neighbour, even with a duplicate"),
+    "top-k of the farthest": (recall_farthest, "these are the farthest"),
+    "precision@k instead of a hit rate": (recall_precision, "precision@k"),
+    "returns a tensor": (recall_tensor, "returns a Python float"),
+    "cosine similarity ordering": (recall_cosine, "not cosine similarity"),
+    "k not clipped to N - 1": (recall_unclipped_k, "k of N - 1 and more: all the other items"),
 }

@@ -1,14 +1,18 @@
-"""Graders of notebook 05 (``test_siamese_encoder``, ``test_siamese_network``) against the answers in
-mutants_siamese_training."""
+"""Graders of notebook 05 (``test_siamese_encoder``, ``test_siamese_network``, ``test_pairwise_distances``,
+``test_batch_hard_triplet_loss``, ``test_recall_at_k``) against the answers in mutants_siamese_training."""
 
 import mutants_siamese_training as m
 from harness import Grader, grader_tests
 
-from helper_utils.reference import SiameseEncoder, SiameseNetwork
+from helper_utils.reference import (SiameseEncoder, SiameseNetwork, batch_hard_triplet_loss, pairwise_distances,
+                                    recall_at_k)
 
 GRADERS = {
     "test_siamese_encoder": Grader(SiameseEncoder, m.ENCODER_CORRECT, m.ENCODER_STUBS, m.ENCODER_MUTANTS),
     "test_siamese_network": Grader(SiameseNetwork, m.NETWORK_CORRECT, m.NETWORK_STUBS, m.NETWORK_MUTANTS),
+    "test_pairwise_distances": Grader(pairwise_distances, m.PAIRWISE_CORRECT, m.PAIRWISE_STUBS, m.PAIRWISE_MUTANTS),
+    "test_batch_hard_triplet_loss": Grader(batch_hard_triplet_loss, m.LOSS_CORRECT, m.LOSS_STUBS, m.LOSS_MUTANTS),
+    "test_recall_at_k": Grader(recall_at_k, m.RECALL_CORRECT, m.RECALL_STUBS, m.RECALL_MUTANTS),
 }
 globals().update(grader_tests(GRADERS))
 
@@ -19,6 +23,28 @@ HINTS = [  # (grader, mutant, words its hint must say)
     ("test_siamese_encoder", m.FrozenBackboneEncoder, "requires_grad=False"),
     ("test_siamese_network", m.SwappedOrder, "in that order"),
     ("test_siamese_network", m.NormalisesForwardOnly, "no normalisation"),
+    ("test_pairwise_distances", m.pairwise_squared, "squared distances: take the square root"),
+    ("test_pairwise_distances", m.pairwise_plain_sqrt, "clamp the squared distances before the square root"),
+    ("test_pairwise_distances", m.pairwise_eps, "sqrt(eps)"),
+    ("test_pairwise_distances", m.pairwise_diagonal_only, "identical rows are at distance 0 too"),
+    ("test_pairwise_distances", m.pairwise_cosine, "not cosine similarity"),
+    ("test_pairwise_distances", m.pairwise_centres_in_place, "in place"),
+    ("test_pairwise_distances", m.pairwise_numpy, "NumPy cuts the autograd graph"),
+    ("test_batch_hard_triplet_loss", m.loss_nearest_positive, "*farthest* positive"),
+    ("test_batch_hard_triplet_loss", m.loss_farthest_negative, "*nearest* negative"),
+    ("test_batch_hard_triplet_loss", m.loss_self_positive, "not its own positive"),
+    ("test_batch_hard_triplet_loss", m.loss_mean_over_all, "not over all the anchors"),
+    ("test_batch_hard_triplet_loss", m.loss_sum, "don't sum"),
+    ("test_batch_hard_triplet_loss", m.loss_no_hinge, "apply the hinge"),
+    ("test_batch_hard_triplet_loss", m.loss_margin_subtracted, "the margin is added"),
+    ("test_batch_hard_triplet_loss", m.loss_squared, "not squared distances"),
+    ("test_recall_at_k", m.recall_includes_self, "leave the query out"),
+    ("test_recall_at_k", m.recall_drops_first_column, "dropping the first column"),
+    ("test_recall_at_k", m.recall_farthest, "*smallest* distances"),
+    ("test_recall_at_k", m.recall_precision, "precision@k"),
+    ("test_recall_at_k", m.recall_tensor, ".item()"),
+    ("test_recall_at_k", m.recall_cosine, "not cosine similarity"),
+    ("test_recall_at_k", m.recall_unclipped_k, "min(k, N - 1)"),
 ]
 
 
