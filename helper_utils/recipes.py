@@ -94,7 +94,7 @@ class SiameseRecipe:
     classes_per_batch: int = 7  # P: every class in every batch
     samples_per_class: int = 16  # K: many positives and negatives per anchor to mine from
     lr: float = 3e-4  # small: the backbone is already good, don't wreck it
-    margin: float = 0.2  # in units of the L2-normalised embedding (distances lie in [0, 2])
+    margin: float = 0.2  # in units of the L2-normalised embedding (ReLU features are non-negative, so normalised distances lie in [0, sqrt(2)])
     mining: str = "semihard"  # "semihard" beat "hard" in the sweep (hard negatives are often look-alikes)
     augment: dict = field(default_factory=lambda: dict(MEDIUM_AUGMENT))
     seed: int = 42
