@@ -90,3 +90,90 @@ def test_train_siamese_accepts_triplets_and_labelled_batches():
     history = train_siamese(network, labelled, epochs=1, optimizer=torch.optim.Adam(network.parameters(), 1e-3),
                             loss_fn=MinedTripletLoss(margin=0.2, mining="hard"), progress=False)
     assert history["train_loss"][0] >= 0
+
+
+# --------------------------------------------------------------------------- progress bars
+
+def _bar_run(capsys, monkeypatch, epochs=3, progress=True, siamese=False):
+    """Run a tiny training with bars on stderr as a log sees it; returns (stderr, bars created)."""
+    import sys
+
+    import helper_utils.training as training
+
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)  # as in a terminal log, not a notebook
+    created = []
+
+    class RecordingBar(training.tqdm):
+        def __init__(self, *args, **kwargs):
+            created.append(kwargs)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(training, "tqdm", RecordingBar)
+    images, targets = _separable_data()
+    loader = TensorLoader(images, targets, batch_size=16)
+    capsys.readouterr()
+    if siamese:
+        encoder = SiameseEncoder(MobileNetBackbone())
+        train_siamese(encoder, TensorLoader(images, targets, batch_size=16), epochs=epochs,
+                      optimizer=torch.optim.Adam(encoder.parameters(), lr=1e-3),
+                      loss_fn=MinedTripletLoss(margin=0.2, mining="hard"), progress=progress)
+    else:
+        model = MobileNetLikeClassifier(num_classes=2)
+        train_classifier(model, loader, loader, epochs=epochs, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                         loss_fn=nn.CrossEntropyLoss(), progress=progress)
+    return capsys.readouterr().err, created
+
+
+def _screens(err):
+    """Every state a bar line was drawn in (tqdm redraws with carriage returns)."""
+    return [part for part in err.replace("\x1b[A", "").replace("\n", "\r").split("\r") if part.strip()]
+
+
+def test_a_run_shows_one_epoch_bar_and_one_transient_batch_bar(capsys, monkeypatch):
+    err, created = _bar_run(capsys, monkeypatch, epochs=3)
+    assert [bar["desc"] for bar in created] == ["epochs", "batches"]  # not one batch bar per epoch
+    assert created[1]["leave"] is False and created[0].get("leave", True)
+    screens = _screens(err)
+    epoch_screens = [s for s in screens if s.startswith("epochs")]
+    # a log (not a terminal) draws the epoch bar at the start and at the end only, whatever the epoch count
+    assert len(epoch_screens) == 2
+    assert "3/3" in epoch_screens[-1] and "val_acc=" in epoch_screens[-1] and "best=" in epoch_screens[-1]
+    assert err.endswith("\n") and err.count("\n") <= 3 + 2  # a line per batch-bar restart, the epoch bar's two
+    assert not [s for s in screens if s.startswith("batches") and "%" not in s]
+
+
+def test_the_batch_bar_is_reused_across_epochs(capsys, monkeypatch):
+    bars_for_three = len(_bar_run(capsys, monkeypatch, epochs=3)[1])
+    monkeypatch.undo()
+    bars_for_six = len(_bar_run(capsys, monkeypatch, epochs=6, siamese=True)[1])
+    assert bars_for_three == bars_for_six == 2
+
+
+def test_no_bars_without_progress(capsys, monkeypatch):
+    err, _ = _bar_run(capsys, monkeypatch, epochs=2, progress=False)
+    assert err == ""
+
+
+def test_bars_close_when_a_run_fails(capsys, monkeypatch):
+    import helper_utils.training as training
+
+    closed = []
+
+    class ClosingBar(training.tqdm):
+        def close(self):
+            closed.append(self.desc)
+            super().close()
+
+    monkeypatch.setattr(training, "tqdm", ClosingBar)
+    images, targets = _separable_data()
+    model = MobileNetLikeClassifier(num_classes=2)
+
+    def broken_loss(logits, targets):
+        raise RuntimeError("boom")
+
+    try:
+        train_classifier(model, TensorLoader(images, targets, batch_size=16), TensorLoader(images, targets),
+                         epochs=2, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=broken_loss)
+    except RuntimeError:
+        pass
+    assert set(closed) == {"batches", "epochs"}
