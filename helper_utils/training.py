@@ -276,7 +276,8 @@ class _Bars:
 
     The batch bar is created once, on the first epoch, and ``reset`` on every later one, so a run
     of any length shows exactly two bars; ``leave=False`` removes it when the run ends. The
-    epoch bar's postfix carries the latest metrics. With ``progress=False`` nothing is shown.
+    epoch bar's postfix carries the latest metrics. In a log file only the epoch bar is written;
+    with ``progress=False`` nothing is shown.
     """
 
     def __init__(self, epochs: int, progress: bool) -> None:
@@ -288,8 +289,9 @@ class _Bars:
         """Iterate over ``loader``, advancing the batch bar (restarted at 0 for each epoch)."""
         total = len(loader) if hasattr(loader, "__len__") else None
         if self._batches is None:  # created with its length: a widget made without one draws a stub of a bar
-            self._batches = tqdm(total=total, desc="batches", unit="batch", leave=False, disable=self.disable,
-                                 **_bar_style())
+            # in a log (not a terminal, not a notebook) a batch bar would only add a line per epoch
+            self._batches = tqdm(total=total, desc="batches", unit="batch", leave=False,
+                                 disable=self.disable or not _interactive(), **_bar_style())
         else:
             self._batches.reset(total=total)
         for batch in loader:
@@ -312,5 +314,9 @@ def _bar_style() -> dict:
     Each refresh of a notebook bar is a message from the kernel to the browser; a flood of
     them can make a test runner that waits for a cell's last output time out.
     """
-    interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
-    return {"mininterval": 0.5 if interactive else 30.0, "dynamic_ncols": True}
+    return {"mininterval": 0.5 if _interactive() else 30.0, "dynamic_ncols": True}
+
+
+def _interactive() -> bool:
+    """Whether someone watches the bars (a terminal or a notebook) rather than a log file."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules

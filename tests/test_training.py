@@ -94,13 +94,19 @@ def test_train_siamese_accepts_triplets_and_labelled_batches():
 
 # --------------------------------------------------------------------------- progress bars
 
-def _bar_run(capsys, monkeypatch, epochs=3, progress=True, siamese=False):
-    """Run a tiny training with bars on stderr as a log sees it; returns (stderr, bars created)."""
+def _bar_run(capsys, monkeypatch, epochs=3, progress=True, siamese=False, interactive=False):
+    """Run a tiny training with bars on stderr; returns (stderr, keyword arguments of every bar created).
+
+    ``interactive=False`` is a log file; ``True`` is what a terminal or a notebook gets.
+    """
     import sys
 
     import helper_utils.training as training
 
-    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)  # as in a terminal log, not a notebook
+    if interactive:
+        monkeypatch.setitem(sys.modules, "ipykernel", sys)  # any module will do: only its presence is checked
+    else:
+        monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
     created = []
 
     class RecordingBar(training.tqdm):
@@ -130,16 +136,23 @@ def _screens(err):
 
 
 def test_a_run_shows_one_epoch_bar_and_one_transient_batch_bar(capsys, monkeypatch):
-    err, created = _bar_run(capsys, monkeypatch, epochs=3)
+    err, created = _bar_run(capsys, monkeypatch, epochs=3, interactive=True)
     assert [bar["desc"] for bar in created] == ["epochs", "batches"]  # not one batch bar per epoch
     assert created[1]["leave"] is False and created[0].get("leave", True)
     screens = _screens(err)
-    epoch_screens = [s for s in screens if s.startswith("epochs")]
-    # a log (not a terminal) draws the epoch bar at the start and at the end only, whatever the epoch count
-    assert len(epoch_screens) == 2
-    assert "3/3" in epoch_screens[-1] and "val_acc=" in epoch_screens[-1] and "best=" in epoch_screens[-1]
-    assert err.endswith("\n") and err.count("\n") <= 3 + 2  # a line per batch-bar restart, the epoch bar's two
-    assert not [s for s in screens if s.startswith("batches") and "%" not in s]
+    batch_screens = [s for s in screens if s.startswith("batches")]
+    assert 1 <= len(batch_screens) <= 3 * 3 + 3  # drawn at each epoch's start, at most once per batch
+    assert screens[-1].startswith("epochs") and "3/3" in screens[-1] and "val_acc=" in screens[-1]
+    assert "best=" in screens[-1]
+    assert err.endswith("\n")  # the epoch bar stays; the batch bar was cleared before it
+
+
+def test_a_log_gets_the_epoch_bar_only_drawn_twice(capsys, monkeypatch):
+    err, created = _bar_run(capsys, monkeypatch, epochs=3)
+    screens = _screens(err)
+    assert not [s for s in screens if s.startswith("batches")]  # no line per epoch in a log
+    assert len(screens) == 2  # the epoch bar at the start and at the end, whatever the epoch count
+    assert "3/3" in screens[-1] and "val_acc=" in screens[-1] and err.count("\n") == 1  # one line in all
 
 
 def test_the_batch_bar_is_reused_across_epochs(capsys, monkeypatch):
