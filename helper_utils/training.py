@@ -1,9 +1,15 @@
 """Training loops, evaluation and checkpoints for the classifier and the siamese network.
 
 The loops are plain PyTorch: for each batch, forward, loss, backward, step. What they add
-is bookkeeping a course needs: tqdm progress bars, a per-epoch history, an optional
+is bookkeeping a course needs: progress bars, a per-epoch history, an optional
 learning-rate scheduler, and the best checkpoint written atomically (whole model and
 backbone alone, so notebook 05 can start from the backbone).
+
+A run shows two tqdm bars and no more: one over the epochs, which stays and carries the latest
+metrics, and one over the current epoch's batches, reused every epoch and removed at the end.
+A bar per epoch would add one output per epoch: after a long run JupyterLab folds them behind
+"Show more outputs" (hiding the final message or a traceback), and every bar is a widget the
+kernel has to send and the browser to keep.
 """
 
 from __future__ import annotations
@@ -133,31 +139,34 @@ def train_classifier(
     history: dict[str, list[float]] = {k: [] for k in
                                        ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds")}
     best_acc = -1.0
-    epoch_bar = tqdm(range(1, epochs + 1), desc="epochs", disable=not progress, **_bar_style())
-    for epoch in epoch_bar:
-        start = time.perf_counter()
-        train_loss, train_acc = _train_one_epoch(model, train_loader, optimizer, loss_fn, device,
-                                                 scheduler if scheduler_per_batch else None, ema, progress)
-        if scheduler is not None and not scheduler_per_batch:
-            scheduler.step()
-        evaluated = ema.module if ema is not None else model
-        val_loss, val_acc = evaluate(evaluated, val_loader, loss_fn, device)
-        _record(history, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss, val_acc=val_acc,
-                lr=optimizer.param_groups[0]["lr"], epoch_seconds=time.perf_counter() - start)
-        if val_acc > best_acc:
-            best_acc = val_acc
-            history["best_epoch"], history["best_val_acc"] = epoch, val_acc
-            _save_best(evaluated, epoch, val_acc, checkpoint_path, backbone_path)
-        epoch_bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val_acc:.3f}", best=f"{best_acc:.3f}")
+    bars = _Bars(epochs, progress)
+    try:
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            train_loss, train_acc = _train_one_epoch(model, bars.batches(train_loader), optimizer, loss_fn, device,
+                                                     scheduler if scheduler_per_batch else None, ema)
+            if scheduler is not None and not scheduler_per_batch:
+                scheduler.step()
+            evaluated = ema.module if ema is not None else model
+            val_loss, val_acc = evaluate(evaluated, val_loader, loss_fn, device)
+            _record(history, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss, val_acc=val_acc,
+                    lr=optimizer.param_groups[0]["lr"], epoch_seconds=time.perf_counter() - start)
+            if val_acc > best_acc:
+                best_acc = val_acc
+                history["best_epoch"], history["best_val_acc"] = epoch, val_acc
+                _save_best(evaluated, epoch, val_acc, checkpoint_path, backbone_path)
+            bars.end_epoch(loss=f"{train_loss:.3f}", val_acc=f"{val_acc:.3f}", best=f"{best_acc:.3f}")
+    finally:  # also on an error or an interrupt: the batch bar goes, the epoch bar stays where it stopped
+        bars.close()
     if ema is not None:  # leave the averaged weights in the model the caller holds
         model.load_state_dict(ema.module.state_dict())
     return history
 
 
-def _train_one_epoch(model, loader, optimizer, loss_fn, device, scheduler, ema, progress):
+def _train_one_epoch(model, batches, optimizer, loss_fn, device, scheduler, ema):
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
-    for images, targets in tqdm(loader, desc="batches", leave=False, disable=not progress, **_bar_style()):
+    for images, targets in batches:
         images, targets = images.to(device), targets.to(device)
         logits = model(images)
         loss = loss_fn(logits, targets)
@@ -205,33 +214,36 @@ def train_siamese(
     network.to(device)
     embed = getattr(network, "get_embedding", network)
     history: dict[str, list[float]] = {"train_loss": [], "lr": [], "epoch_seconds": []}
-    epoch_bar = tqdm(range(1, epochs + 1), desc="epochs", disable=not progress, **_bar_style())
-    for _ in epoch_bar:
-        start = time.perf_counter()
-        network.train()
-        total, count = 0.0, 0
-        for batch in tqdm(train_loader, desc="batches", leave=False, disable=not progress, **_bar_style()):
-            if len(batch) == 3:  # (anchor, positive, negative)
-                anchor, positive, negative = (t.to(device) for t in batch)
-                loss = loss_fn(embed(anchor), embed(positive), embed(negative))
-                n = len(anchor)
-            else:  # (images, labels): the loss mines triplets inside the batch
-                images, labels = batch[0].to(device), batch[1].to(device)
-                loss = loss_fn(embed(images), labels)
-                n = len(images)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            total += loss.item() * n
-            count += n
-        _record(history, train_loss=total / count, lr=optimizer.param_groups[0]["lr"],
-                epoch_seconds=time.perf_counter() - start)
-        if eval_fn is not None:
-            network.eval()
-            _record(history, **eval_fn())
-        epoch_bar.set_postfix(loss=f"{total / count:.4f}")
+    bars = _Bars(epochs, progress)
+    try:
+        for _ in range(epochs):
+            start = time.perf_counter()
+            network.train()
+            total, count = 0.0, 0
+            for batch in bars.batches(train_loader):
+                if len(batch) == 3:  # (anchor, positive, negative)
+                    anchor, positive, negative = (t.to(device) for t in batch)
+                    loss = loss_fn(embed(anchor), embed(positive), embed(negative))
+                    n = len(anchor)
+                else:  # (images, labels): the loss mines triplets inside the batch
+                    images, labels = batch[0].to(device), batch[1].to(device)
+                    loss = loss_fn(embed(images), labels)
+                    n = len(images)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                total += loss.item() * n
+                count += n
+            _record(history, train_loss=total / count, lr=optimizer.param_groups[0]["lr"],
+                    epoch_seconds=time.perf_counter() - start)
+            if eval_fn is not None:
+                network.eval()
+                _record(history, **eval_fn())
+            bars.end_epoch(loss=f"{total / count:.4f}")
+    finally:
+        bars.close()
     return history
 
 
@@ -259,7 +271,52 @@ def _save_best(model: nn.Module, epoch: int, val_acc: float, checkpoint_path, ba
         save_checkpoint({"state_dict": copy.deepcopy(model.backbone.state_dict()), **meta}, backbone_path)
 
 
+class _Bars:
+    """The two progress bars of a training run: epochs (kept) and the current epoch's batches (transient).
+
+    The batch bar is created once, on the first epoch, and ``reset`` on every later one, so a run
+    of any length shows exactly two bars; ``leave=False`` removes it when the run ends. The
+    epoch bar's postfix carries the latest metrics. In a log file only the epoch bar is written;
+    with ``progress=False`` nothing is shown.
+    """
+
+    def __init__(self, epochs: int, progress: bool) -> None:
+        self.disable = not progress
+        self.epochs = tqdm(total=epochs, desc="epochs", unit="epoch", disable=self.disable, **_bar_style())
+        self._batches = None
+
+    def batches(self, loader: Iterable) -> Iterable:
+        """Iterate over ``loader``, advancing the batch bar (restarted at 0 for each epoch)."""
+        total = len(loader) if hasattr(loader, "__len__") else None
+        if self._batches is None:  # created with its length: a widget made without one draws a stub of a bar
+            # in a log (not a terminal, not a notebook) a batch bar would only add a line per epoch
+            self._batches = tqdm(total=total, desc="batches", unit="batch", leave=False,
+                                 disable=self.disable or not _interactive(), **_bar_style())
+        else:
+            self._batches.reset(total=total)
+        for batch in loader:
+            yield batch
+            self._batches.update()
+
+    def end_epoch(self, **metrics: str) -> None:
+        self.epochs.set_postfix(metrics, refresh=False)  # shown with the next refresh, not one extra message
+        self.epochs.update()
+
+    def close(self) -> None:
+        if self._batches is not None:
+            self._batches.close()
+        self.epochs.close()
+
+
 def _bar_style() -> dict:
-    """Progress bars that stay readable in CI logs: fewer refreshes when not a terminal."""
-    interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
-    return {"mininterval": 0.1 if interactive else 30.0, "dynamic_ncols": True}
+    """Bars that refresh at most twice a second in a notebook or terminal, every 30 s in a log.
+
+    Each refresh of a notebook bar is a message from the kernel to the browser; a flood of
+    them can make a test runner that waits for a cell's last output time out.
+    """
+    return {"mininterval": 0.5 if _interactive() else 30.0, "dynamic_ncols": True}
+
+
+def _interactive() -> bool:
+    """Whether someone watches the bars (a terminal or a notebook) rather than a log file."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules

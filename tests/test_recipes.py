@@ -3,8 +3,8 @@
 import torch
 
 from helper_utils.reference import MobileNetBackbone
-from helper_utils.recipes import (ClassifierRecipe, SiameseRecipe, fit_classifier, load_or_train_backbone,
-                                  load_or_train_encoder)
+from helper_utils.recipes import (TRAINING_CLASSIFIER_NOTICE, TRAINING_ENCODER_NOTICE, ClassifierRecipe, SiameseRecipe,
+                                  fit_classifier, load_or_train_backbone, load_or_train_encoder)
 
 TINY_CLASSIFIER = ClassifierRecipe(epochs=2, batch_size=4)  # 5 batches: enough steps for one-cycle
 TINY_SIAMESE = SiameseRecipe(epochs=1, samples_per_class=2)
@@ -23,15 +23,19 @@ def test_fit_classifier_saves_model_and_backbone(synthetic_imagefolder, monkeypa
     assert (tmp_path / "classifier_best.pt").exists() and (tmp_path / "backbone_best.pt").exists()
 
 
-def test_load_or_train_trains_once_then_loads(synthetic_imagefolder, monkeypatch, tmp_path):
+def test_load_or_train_trains_once_then_loads(synthetic_imagefolder, monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("FASHION_KIT_DATA", str(synthetic_imagefolder))
     encoder, message = load_or_train_encoder("cpu", tmp_path, progress=False, classifier_recipe=TINY_CLASSIFIER,
                                              siamese_recipe=TINY_SIAMESE)
     assert "No checkpoint" in message and "fine-tuned one here" in message
+    # said before training, not only in the message returned at the end
+    assert capsys.readouterr().out.splitlines() == [TRAINING_ENCODER_NOTICE, TRAINING_CLASSIFIER_NOTICE]
+    assert "about 4 minutes on a laptop CPU" in TRAINING_CLASSIFIER_NOTICE
     assert encoder(torch.zeros(2, 3, 64, 64)).shape == (2, 64)
     _, message = load_or_train_backbone("cpu", tmp_path, progress=False)
     assert message.startswith("Loaded the backbone")
     again, message = load_or_train_encoder("cpu", tmp_path, progress=False)
     assert message.startswith("Loaded the encoder")
+    assert capsys.readouterr().out == ""  # loading announces nothing
     x = torch.randn(2, 3, 64, 64)
     assert torch.allclose(again(x), encoder.eval()(x), atol=1e-6)

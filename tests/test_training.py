@@ -90,3 +90,103 @@ def test_train_siamese_accepts_triplets_and_labelled_batches():
     history = train_siamese(network, labelled, epochs=1, optimizer=torch.optim.Adam(network.parameters(), 1e-3),
                             loss_fn=MinedTripletLoss(margin=0.2, mining="hard"), progress=False)
     assert history["train_loss"][0] >= 0
+
+
+# --------------------------------------------------------------------------- progress bars
+
+def _bar_run(capsys, monkeypatch, epochs=3, progress=True, siamese=False, interactive=False):
+    """Run a tiny training with bars on stderr; returns (stderr, keyword arguments of every bar created).
+
+    ``interactive=False`` is a log file; ``True`` is what a terminal or a notebook gets.
+    """
+    import sys
+
+    import helper_utils.training as training
+
+    if interactive:
+        monkeypatch.setitem(sys.modules, "ipykernel", sys)  # any module will do: only its presence is checked
+    else:
+        monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    created = []
+
+    class RecordingBar(training.tqdm):
+        def __init__(self, *args, **kwargs):
+            created.append(kwargs)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(training, "tqdm", RecordingBar)
+    images, targets = _separable_data()
+    loader = TensorLoader(images, targets, batch_size=16)
+    capsys.readouterr()
+    if siamese:
+        encoder = SiameseEncoder(MobileNetBackbone())
+        train_siamese(encoder, TensorLoader(images, targets, batch_size=16), epochs=epochs,
+                      optimizer=torch.optim.Adam(encoder.parameters(), lr=1e-3),
+                      loss_fn=MinedTripletLoss(margin=0.2, mining="hard"), progress=progress)
+    else:
+        model = MobileNetLikeClassifier(num_classes=2)
+        train_classifier(model, loader, loader, epochs=epochs, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                         loss_fn=nn.CrossEntropyLoss(), progress=progress)
+    return capsys.readouterr().err, created
+
+
+def _screens(err):
+    """Every state a bar line was drawn in (tqdm redraws with carriage returns)."""
+    return [part for part in err.replace("\x1b[A", "").replace("\n", "\r").split("\r") if part.strip()]
+
+
+def test_a_run_shows_one_epoch_bar_and_one_transient_batch_bar(capsys, monkeypatch):
+    err, created = _bar_run(capsys, monkeypatch, epochs=3, interactive=True)
+    assert [bar["desc"] for bar in created] == ["epochs", "batches"]  # not one batch bar per epoch
+    assert created[1]["leave"] is False and created[0].get("leave", True)
+    screens = _screens(err)
+    batch_screens = [s for s in screens if s.startswith("batches")]
+    assert 1 <= len(batch_screens) <= 3 * 3 + 3  # drawn at each epoch's start, at most once per batch
+    assert screens[-1].startswith("epochs") and "3/3" in screens[-1] and "val_acc=" in screens[-1]
+    assert "best=" in screens[-1]
+    assert err.endswith("\n")  # the epoch bar stays; the batch bar was cleared before it
+
+
+def test_a_log_gets_the_epoch_bar_only_drawn_twice(capsys, monkeypatch):
+    err, created = _bar_run(capsys, monkeypatch, epochs=3)
+    screens = _screens(err)
+    assert not [s for s in screens if s.startswith("batches")]  # no line per epoch in a log
+    assert len(screens) == 2  # the epoch bar at the start and at the end, whatever the epoch count
+    assert "3/3" in screens[-1] and "val_acc=" in screens[-1] and err.count("\n") == 1  # one line in all
+
+
+def test_the_batch_bar_is_reused_across_epochs(capsys, monkeypatch):
+    bars_for_three = len(_bar_run(capsys, monkeypatch, epochs=3)[1])
+    monkeypatch.undo()
+    bars_for_six = len(_bar_run(capsys, monkeypatch, epochs=6, siamese=True)[1])
+    assert bars_for_three == bars_for_six == 2
+
+
+def test_no_bars_without_progress(capsys, monkeypatch):
+    err, _ = _bar_run(capsys, monkeypatch, epochs=2, progress=False)
+    assert err == ""
+
+
+def test_bars_close_when_a_run_fails(capsys, monkeypatch):
+    import helper_utils.training as training
+
+    closed = []
+
+    class ClosingBar(training.tqdm):
+        def close(self):
+            closed.append(self.desc)
+            super().close()
+
+    monkeypatch.setattr(training, "tqdm", ClosingBar)
+    images, targets = _separable_data()
+    model = MobileNetLikeClassifier(num_classes=2)
+
+    def broken_loss(logits, targets):
+        raise RuntimeError("boom")
+
+    try:
+        train_classifier(model, TensorLoader(images, targets, batch_size=16), TensorLoader(images, targets),
+                         epochs=2, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=broken_loss)
+    except RuntimeError:
+        pass
+    assert set(closed) == {"batches", "epochs"}

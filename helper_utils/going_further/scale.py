@@ -190,7 +190,7 @@ def real_catalog(device: Any = "cpu") -> dict[str, Any]:
     from helper_utils.recipes import load_or_train_encoder
     from helper_utils.reference import get_embeddings, val_transform
 
-    encoder, message = load_or_train_encoder(device, progress=False)
+    encoder, message = load_or_train_encoder(device)  # bars only if it has to train
     parts = {}
     for split in ("validation", "train", "test"):
         dataset = ClothingDataset(split, transform=val_transform)
