@@ -48,7 +48,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from helper_utils import paths
-from helper_utils.files import atomic_path
+from helper_utils.files import atomic_path, sha256_file
+from helper_utils.images import decode_image
 
 __all__ = [
     "CLASSES_7",
@@ -226,7 +227,7 @@ def _archive_to_use(archive: str | Path | None, url: str, work: Path, quiet: boo
         return _existing_file(shared, what)
     dest = work / f"{COMMIT}.zip"
     _download(url, dest, quiet)
-    _say(f"SHA256 of the downloaded archive: {_sha256(dest)} (pin it to detect changes)", quiet)
+    _say(f"SHA256 of the downloaded archive: {sha256_file(dest)} (pin it to detect changes)", quiet)
     return dest
 
 
@@ -312,20 +313,12 @@ def _check_counts(zf: zipfile.ZipFile, top: str, path: Path) -> None:
 
 
 def _check_sha256(path: Path, expected: str) -> None:
-    actual = _sha256(path)
+    actual = sha256_file(path)
     if actual != expected:
         raise FetchError(
             f"sha256 mismatch for {path}: expected {expected}, got {actual}\n"
             f"  The file is corrupt or another version; copy it again or run fetch without --archive."
         )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_MB), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _extract_all(zf: zipfile.ZipFile, source: Path, staging: Path, quiet: bool) -> None:
@@ -569,11 +562,12 @@ def _find_images(split_dir: Path, class_to_idx: dict[str, int]) -> list[tuple[st
 
 
 def _decode(path: str, size: int) -> np.ndarray:
-    """Read one image as RGB, resized to (size, size): uint8 array (size, size, 3)."""
-    with Image.open(path) as image:
-        if image.mode == "P":
-            image = image.convert("RGBA")  # palette + transparency converts cleanly via RGBA
-        image = image.convert("RGB").resize((size, size), Image.BILINEAR)  # PIL antialiases when shrinking
+    """Read one image as RGB, resized to (size, size): uint8 array (size, size, 3).
+
+    Decoded by :func:`helper_utils.images.decode_image`, the decoder queries go through too, so a
+    photo gives the same pixels in the catalog and as a query.
+    """
+    image = decode_image(path).resize((size, size), Image.BILINEAR)  # PIL antialiases when shrinking
     return np.asarray(image, dtype=np.uint8)
 
 

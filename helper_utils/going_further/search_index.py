@@ -36,7 +36,6 @@ sha256 before reading it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -45,6 +44,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from helper_utils.files import sha256_file
 
 __all__ = ["SearchIndex"]
 
@@ -294,7 +295,7 @@ class SearchIndex:
                 data_file.write_bytes(b"")
         meta = {"format": FORMAT_VERSION, "backend": self.backend, "normalize": self.normalize,
                 "params": self.params, "dim": self._dim, "size": len(self), "data_file": data_file.name,
-                "sha256": _sha256(data_file), "labels": self.labels, "ids": self.ids}
+                "sha256": sha256_file(data_file), "labels": self.labels, "ids": self.ids}
         (folder / META_FILE).write_text(json.dumps(meta))
 
     @classmethod
@@ -310,7 +311,7 @@ class SearchIndex:
             raise FileNotFoundError(f"no saved SearchIndex at {path}: build one and call .save({str(path)!r})")
         meta = _read_meta(path)
         data_file = path / meta["data_file"]
-        if not data_file.is_file() or _sha256(data_file) != meta["sha256"]:
+        if not data_file.is_file() or sha256_file(data_file) != meta["sha256"]:
             raise ValueError(f"{data_file} is missing or does not match the sha256 in {META_FILE}: the saved "
                              "index is corrupt; rebuild it and save again")
         index = cls(meta["backend"], normalize=meta["normalize"])
@@ -389,14 +390,6 @@ def _repeated(existing: list[str], new: list[str]) -> list[str]:
             repeated.append(value)
         seen.add(value)
     return repeated
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_meta(path: Path) -> dict:
