@@ -86,6 +86,9 @@ def decode_image(source: bytes | bytearray | str | os.PathLike, *, name: str | N
         image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError):
         kind = _sniff(data)
+        if kind in ALLOWED_FORMATS:  # the right signature, then nothing usable: cut short or damaged
+            raise QueryImageError(f"{name} is not a readable image: the {kind} file is truncated or corrupt; "
+                                  f"{_HINT}") from None
         if kind:
             raise QueryImageError(f"{name} is not a readable image here: it is a {kind} file, which is "
                                   f"not accepted; {_HINT}") from None
@@ -132,8 +135,14 @@ def _read(source, name: str | None, max_bytes: int) -> tuple[bytes, str]:
 
 
 def _sniff(data: bytes) -> str | None:
-    """The name of a refused format from the first bytes, ``None`` when unknown."""
+    """The format's name from the first bytes (an allowed one or a refused one), ``None`` when unknown."""
     head = data[:16]
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "WEBP"
     for signature, kind in _SIGNATURES:
         if head.startswith(signature):
             return kind
