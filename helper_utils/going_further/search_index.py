@@ -8,7 +8,7 @@ web service can switch back end with one word:
 ==========  ============================  ==========================================================
 back end    structure                     trade-off
 ==========  ============================  ==========================================================
-``exact``   torch brute force             every query reads all N vectors: exact, O(N) per query
+``exact``   ``retrieval.knn``             every query reads all N vectors: exact, O(N) per query
 ``flat``    ``faiss.IndexFlatL2``         the same exact search in FAISS's optimised kernels
 ``hnsw``    ``faiss.IndexHNSWFlat``       a navigable small-world graph: ~O(log N) hops per query;
                                           ``M`` (links per node) and ``ef_search`` (breadth of the
@@ -46,6 +46,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from helper_utils.files import sha256_file
+from helper_utils.retrieval import knn
 
 __all__ = ["SearchIndex"]
 
@@ -53,7 +54,6 @@ FORMAT_VERSION = 1
 META_FILE = "meta.json"
 FAISS_FILE = "index.faiss"
 EXACT_FILE = "embeddings.npy"
-_EXACT_CHUNK = 1 << 24  # distance-matrix entries held at once by the exact back end (64 MiB float32)
 
 # Parameters each back end accepts, with defaults and the reason for each default.
 _BUILD_PARAMS = {
@@ -196,10 +196,11 @@ class SearchIndex:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(self):
             raise ValueError(f"k should be an integer from 1 to the index size {len(self)}, got {k!r}")
         queries = self._prepare(queries, "queries")
-        if self.backend == "exact":
+        if self.backend == "exact":  # the kit's one exact search, with the catalog's norms kept between calls
             if self._sq_norms is None:
                 self._sq_norms = _squared_norms(self._vectors)
-            return _exact_search(self._vectors, self._sq_norms, queries, int(k))
+            indices, distances = knn(self._vectors, queries, int(k), squared_norms=self._sq_norms)
+            return distances.astype(np.float32), indices
         squared, indices = self._index.search(queries, int(k))
         distances = np.sqrt(np.maximum(squared, 0.0, out=squared), out=squared)
         distances[indices < 0] = np.inf
@@ -338,32 +339,6 @@ def _squared_norms(vectors: np.ndarray):
 
     items = torch.from_numpy(vectors)  # (N, D), shares memory
     return (items * items).sum(dim=1)  # (N,)
-
-
-def _exact_search(catalog: np.ndarray, sq_items, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Brute force with torch: all ``(Q, N)`` squared distances in chunks of queries, top ``k`` of each row.
-
-    torch rather than numpy for the top-k: ``Tensor.topk`` is several times faster than
-    ``np.argpartition`` over a million columns, and ``addmm`` fuses the distance arithmetic.
-    ``sq_items`` are the catalog's squared lengths (:func:`_squared_norms`).
-    """
-    import torch
-
-    items = torch.from_numpy(catalog)  # (N, D), shares memory
-    rows = max(1, _EXACT_CHUNK // len(catalog))
-    all_dist, all_idx = [], []
-    for start in range(0, len(queries), rows):
-        q = torch.from_numpy(queries[start:start + rows])  # (q, D)
-        # |q - e|^2 = |e|^2 - 2 q.e + |q|^2; one matrix product does the O(N * D) work per query
-        dist = torch.addmm(sq_items[None, :], q, items.T, alpha=-2.0)  # (q, N), without the |q|^2 term
-        top_dist, top = dist.topk(k, dim=1, largest=False, sorted=False)  # (q, k)
-        top_dist += (q * q).sum(dim=1, keepdim=True)
-        top_dist, top = top_dist.numpy(), top.numpy()
-        order = np.lexsort((top, top_dist), axis=1)  # by distance, then by row number
-        all_idx.append(np.take_along_axis(top, order, axis=1))
-        all_dist.append(np.take_along_axis(top_dist, order, axis=1))
-    distances = np.sqrt(np.maximum(np.concatenate(all_dist), 0.0))
-    return distances.astype(np.float32, copy=False), np.concatenate(all_idx).astype(np.int64, copy=False)
 
 
 def _check_param(name: str, value: Any) -> Any:
