@@ -139,6 +139,10 @@ def _checkpoint(path: Path, what: str, how: str) -> dict:
                          f"truncated or corrupt. To make it again, {how}.") from None
     if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
         raise ValueError(f"{path} holds no state_dict: not a {what} checkpoint saved by the kit. To make it, {how}.")
+    if state.get("finished") is False:  # the best epoch so far of a run that was stopped
+        done, planned = state.get("epochs_done", state.get("epoch")), state.get("epochs_planned")
+        raise ValueError(f"{path} is from a {what} training run that stopped after epoch {done} of {planned}, not a "
+                         f"finished one. To make a finished one, {how}.")
     return state
 
 
