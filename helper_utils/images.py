@@ -107,11 +107,10 @@ def decode_image(source: bytes | bytearray | str | os.PathLike, *, name: str | N
                 image.draft("RGB", (max_side, max_side))  # decode at 1/2..1/8 scale in libjpeg: less memory, faster
             image.load()
             image = ImageOps.exif_transpose(image)
-            rgb = _to_rgb(image)
+            rgb = _to_rgb(_shrink(image, max_side))  # shrink first: every later copy is small
         except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError, MemoryError):
             raise QueryImageError(f"{name} is not a readable image: the {image.format} file is truncated or "
                                   f"corrupt; {_HINT}") from None
-    rgb.thumbnail((max_side, max_side))
     return rgb
 
 
@@ -149,6 +148,18 @@ def _sniff(data: bytes) -> str | None:
     if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
         return "HEIC/AVIF"
     return None
+
+
+def _shrink(image: Image.Image, max_side: int) -> Image.Image:
+    """At most ``max_side`` pixels a side (aspect kept), in a mode that resizes exactly (RGBA, I, L, RGB...)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        image = image.convert("I")  # 16-bit grey: resized as 32-bit integers, scaled to 8 bits afterwards
+    elif image.mode in ("P", "PA", "1"):
+        image = image.convert("RGBA" if image.mode == "PA" or "transparency" in image.info else "RGB")
+    if max(image.size) > max_side:
+        image = image.copy() if image.readonly else image
+        image.thumbnail((max_side, max_side))  # antialiased; alpha premultiplied while resampling
+    return image
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
