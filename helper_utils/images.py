@@ -106,7 +106,7 @@ def decode_image(source: bytes | bytearray | str | os.PathLike, *, name: str | N
             if image.format in _DRAFT_FORMATS:
                 image.draft("RGB", (max_side, max_side))  # decode at 1/2..1/8 scale in libjpeg: less memory, faster
             image.load()
-            image = ImageOps.exif_transpose(image)
+            ImageOps.exif_transpose(image, in_place=True)  # in place: no full-size copy when nothing turns
             rgb = _to_rgb(_shrink(image, max_side))  # shrink first: every later copy is small
         except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError, MemoryError):
             raise QueryImageError(f"{name} is not a readable image: the {image.format} file is truncated or "
