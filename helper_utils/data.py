@@ -556,8 +556,10 @@ class ClothingDataset(Dataset):
                                       /validation/...
                                       /test/...
 
-    that is ``root/split/class_x/xxx.jpg``. Every photo is decoded once, converted to RGB and
-    resized to ``image_size x image_size`` (bilinear with antialiasing). The result is one
+    that is ``root/split/class_x/xxx.jpg``. Every photo is decoded once by
+    :func:`helper_utils.images.decode_image` (the decoder queries go through too: EXIF
+    orientation, 16-bit grey scaled, transparency on white), then resized to
+    ``image_size x image_size`` (bilinear with antialiasing). The result is one
     uint8 array, saved under ``<root>/cache/`` so the next run loads it in a fraction of a
     second. A file that cannot be read is skipped with a warning naming it.
 
