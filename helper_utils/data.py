@@ -28,6 +28,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -48,7 +49,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from helper_utils import paths
-from helper_utils.files import atomic_path
+from helper_utils.files import atomic_path, sha256_file
+from helper_utils.images import decode_image
 
 __all__ = [
     "CLASSES_7",
@@ -112,6 +114,13 @@ _RETRY_WAITS = (2.0, 5.0, 10.0)  # seconds before each of the 3 download retries
 _TIMEOUT_S = 30  # socket timeout of the download
 _MB = 1024 * 1024
 _FETCH_NEEDS_MB = 250  # a download needs room for the archive (~102 MB) and its contents (~110 MB)
+# Bounds checked before extracting (the real archive: 3,817 entries, 106 MB, largest ratio 2.5, largest photo < 1 MB)
+_MAX_ENTRIES = 10_000
+_MAX_UNCOMPRESSED = 400 * 1024 * 1024
+_MAX_ENTRY_BYTES = 20 * 1024 * 1024
+_MAX_RATIO = 20
+_STALE_AFTER_S = 6 * 3600  # a work folder whose owner cannot be checked is stale after this long
+_OWNER_FILE = "owner.json"  # written first into every work folder: who made it, so others can tell it is stale
 
 FETCH_HINT = (
     "run `python -m helper_utils.data fetch` (or `make data`) in the repository, "
@@ -187,10 +196,14 @@ def fetch(
         The dataset folder, holding ``train/``, ``validation/`` and ``test/``.
 
     Raises:
-        FetchError: the archive is missing, not a zip, truncated, lacks files, the download
-            failed or the disk is full. Nothing new is left under the data root.
+        FetchError: the archive is missing, not a zip, truncated, lacks files, holds anything
+            but the dataset's tree (duplicates, other paths, too many entries, more than
+            ``_MAX_UNCOMPRESSED`` bytes or a zip-bomb compression ratio: all checked before a
+            byte is extracted), the download failed, the data root is not writable or the disk
+            is full. Nothing new is left under the data root.
     """
     target = dataset_dir(root)
+    _remove_stale_work_dirs(target.parent)  # on every run: a killed fetch must not leave 60 MB forever
     if (target / _MARKER).is_file():
         _say(f"Dataset already fetched at {target} (delete that folder to fetch again).", quiet)
         return target
@@ -200,7 +213,10 @@ def fetch(
             f"  Delete it and run fetch again."
         )
     made_root = not target.parent.exists()
-    work = _make_work_dir(target.parent)
+    try:
+        work = _make_work_dir(target.parent)
+    except OSError as err:  # a read-only or foreign data root: say so, and how to choose another
+        raise FetchError(_os_error_message(err, target.parent)) from err
     try:
         source = _archive_to_use(archive, url, work, quiet)
         _verify_and_extract(source, target, work, quiet)
@@ -226,7 +242,7 @@ def _archive_to_use(archive: str | Path | None, url: str, work: Path, quiet: boo
         return _existing_file(shared, what)
     dest = work / f"{COMMIT}.zip"
     _download(url, dest, quiet)
-    _say(f"SHA256 of the downloaded archive: {_sha256(dest)} (pin it to detect changes)", quiet)
+    _say(f"SHA256 of the downloaded archive: {sha256_file(dest)} (pin it to detect changes)", quiet)
     return dest
 
 
@@ -242,6 +258,7 @@ def _verify_and_extract(source: Path, target: Path, work: Path, quiet: bool) -> 
     """Check the archive, extract it under ``work``, then move its folder to ``target``."""
     with _open_zip(source) as zf:
         top = _single_top_folder(zf, source)
+        _check_entries(zf, top, source)
         _check_counts(zf, top, source)
         checks = "every expected photo present"
         if source.name == SHARED_ARCHIVE_NAME or source.stat().st_size == SHARED_ARCHIVE_SIZE:
@@ -273,6 +290,10 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
         raise FetchError(f"not a zip archive: {path}\n  Pass the .zip of clothing-dataset-small with --archive.")
     try:
         return zipfile.ZipFile(path)
+    except UnicodeDecodeError as err:  # a ValueError too, but not a damaged file: a foreign archive
+        raise FetchError(f"an entry name in {path} is marked UTF-8 but is not valid UTF-8: this is not the "
+                         f"dataset's archive.\n  Use the archive of clothing-dataset-small as GitHub serves it, "
+                         f"or run fetch without --archive to download it.") from err
     except (zipfile.BadZipFile, EOFError, ValueError) as err:
         raise FetchError(corrupt) from err
 
@@ -286,6 +307,71 @@ def _single_top_folder(zf: zipfile.ZipFile, path: Path) -> str:
             f"  Use the archive of clothing-dataset-small as GitHub serves it (not re-zipped)."
         )
     return tops[0]
+
+
+def _check_entries(zf: zipfile.ZipFile, top: str, path: Path) -> None:
+    """Refuse, before extracting anything, an archive that is not exactly the dataset's tree.
+
+    Allowed: ``top/``, ``top/LICENSE*``, ``top/README*``, ``top/<split>/``, ``top/<split>/<class>/``
+    and ``top/<split>/<class>/<image>``, each name once; at most ``_MAX_ENTRIES`` entries,
+    ``_MAX_ENTRY_BYTES`` per file and ``_MAX_UNCOMPRESSED`` in all, each file compressed at
+    most ``_MAX_RATIO`` to 1 (the photos are JPEGs: the real archive's largest ratio is 2.5).
+    The sizes are the ones the archive declares; zipfile never extracts more than that.
+    """
+    infos = zf.infolist()
+    refuse = f"\n  Use the archive of clothing-dataset-small as GitHub serves it (commit {COMMIT[:7]})."
+    if len(infos) > _MAX_ENTRIES:
+        raise FetchError(f"{path} holds {len(infos)} entries; the dataset has about 3,800 and at most "
+                         f"{_MAX_ENTRIES} are accepted.{refuse}")
+    names = Counter(info.filename for info in infos)
+    repeated = sorted(name for name, n in names.items() if n > 1)
+    if repeated:
+        raise FetchError(f"{path} holds {len(repeated)} duplicated entry name(s), e.g. {_shown(repeated[0])}: "
+                         f"an extraction would silently keep only one of each.{refuse}")
+    strange = [info.filename for info in infos if not _expected_entry(info, top)]
+    if strange:
+        raise FetchError(f"{path} holds {len(strange)} entries outside the dataset's tree "
+                         f"(split/class/photo, LICENSE, README), e.g. {_shown(strange[0])}.{refuse}")
+    total = sum(info.file_size for info in infos)
+    if total > _MAX_UNCOMPRESSED:
+        raise FetchError(f"{path} would unpack to {total / _MB:.0f} MB; the dataset is about 110 MB and at "
+                         f"most {_MAX_UNCOMPRESSED / _MB:.0f} MB are accepted.{refuse}")
+    for info in infos:
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > _MAX_ENTRY_BYTES or (info.file_size > 64 * 1024 and ratio > _MAX_RATIO):
+            raise FetchError(f"{path}: {_shown(info.filename)} unpacks to {info.file_size / _MB:.1f} MB "
+                             f"({ratio:.0f}x its compressed size); photos of the dataset are at most "
+                             f"{_MAX_ENTRY_BYTES / _MB:.0f} MB and barely compress: refusing a zip bomb.{refuse}")
+
+
+def _expected_entry(info: zipfile.ZipInfo, top: str) -> bool:
+    """Whether one entry belongs to the dataset's tree (see :func:`_check_entries`)."""
+    name = info.filename
+    if not name.startswith(top + "/") or "\\" in name or any(ord(c) < 32 for c in name):
+        return False
+    parts = name[len(top) + 1:].split("/")
+    if parts == [""]:
+        return True  # the top folder itself
+    if len(parts) == 1:
+        return parts[0].split(".")[0] in ("LICENSE", "README") and not info.is_dir()
+    if parts[0] not in SPLITS:
+        return False
+    if len(parts) == 2:
+        return parts[1] == ""  # top/split/
+    if parts[1] not in CLASSES_10:
+        return False
+    if len(parts) != 3:
+        return False
+    file = parts[2]
+    if file == "":
+        return True  # top/split/class/
+    return file not in (".", "..") and not info.is_dir() and file.lower().endswith(IMG_EXTENSIONS)
+
+
+def _shown(name: str) -> str:
+    """An entry name fit for a message: printable, at most 80 characters."""
+    name = "".join(c if c.isprintable() else "?" for c in name)
+    return repr(name if len(name) <= 80 else name[:77] + "...")
 
 
 def _check_counts(zf: zipfile.ZipFile, top: str, path: Path) -> None:
@@ -312,20 +398,12 @@ def _check_counts(zf: zipfile.ZipFile, top: str, path: Path) -> None:
 
 
 def _check_sha256(path: Path, expected: str) -> None:
-    actual = _sha256(path)
+    actual = sha256_file(path)
     if actual != expected:
         raise FetchError(
             f"sha256 mismatch for {path}: expected {expected}, got {actual}\n"
             f"  The file is corrupt or another version; copy it again or run fetch without --archive."
         )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_MB), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _extract_all(zf: zipfile.ZipFile, source: Path, staging: Path, quiet: bool) -> None:
@@ -385,16 +463,64 @@ def _reason(err: Exception) -> str:
 def _os_error_message(err: OSError, where: Path) -> str:
     if err.errno == errno.ENOSPC:
         return _disk_full_message("fetching", _FETCH_NEEDS_MB * _MB)
-    return f"could not fetch into {where}: {err}"
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"cannot write to {where} ({err.strerror or 'permission denied'}).\n  Make it writable, or fetch "
+                f"elsewhere: python -m helper_utils.data fetch --root DIR (then set $FASHION_KIT_DATA=DIR).")
+    return f"could not fetch into {where}: {err.strerror or err}"
 
 
 def _make_work_dir(parent: Path) -> Path:
-    """A fresh temporary folder inside ``parent`` (same filesystem, so the final move is atomic)."""
+    """A fresh temporary folder inside ``parent`` (same filesystem, so the final move is atomic).
+
+    Its first file, ``owner.json``, names the process and machine that made it, so that a later
+    fetch can tell a folder left by a killed fetch from one still in use.
+    """
     parent.mkdir(parents=True, exist_ok=True)
-    for stale in parent.glob(".fetch-*"):  # left by a fetch that was killed an hour or more ago
-        if time.time() - stale.stat().st_mtime > 3600:
-            shutil.rmtree(stale, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=".fetch-", dir=parent))
+    work = Path(tempfile.mkdtemp(prefix=".fetch-", dir=parent))
+    owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    (work / _OWNER_FILE).write_text(json.dumps(owner))
+    return work
+
+
+def _remove_stale_work_dirs(parent: Path) -> None:
+    """Delete the ``.fetch-*`` folders of fetches that died (their process is gone); never a live one.
+
+    Only folders that look like ours are touched: a real directory (not a link) named
+    ``.fetch-*``. With an owner file, stale means the owner process no longer runs on this
+    machine; without one (a fetch killed in its first instant, or an older kit), or when it
+    was made on another machine, it means older than ``_STALE_AFTER_S``.
+    """
+    try:
+        candidates = [p for p in parent.glob(".fetch-*") if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return
+    for work in candidates:
+        try:
+            if _is_stale(work):
+                shutil.rmtree(work, ignore_errors=True)
+        except OSError:  # a read-only root or a folder that vanished meanwhile: not our problem here
+            continue
+
+
+def _is_stale(work: Path) -> bool:
+    try:
+        owner = json.loads((work / _OWNER_FILE).read_text())
+        pid, host, started = int(owner["pid"]), str(owner["host"]), float(owner["started"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return time.time() - work.stat().st_mtime > _STALE_AFTER_S
+    if host == socket.gethostname() and pid != os.getpid():
+        return not _process_alive(pid)
+    return time.time() - started > _STALE_AFTER_S
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _remove_empty_dir(path: Path) -> None:
@@ -430,8 +556,10 @@ class ClothingDataset(Dataset):
                                       /validation/...
                                       /test/...
 
-    that is ``root/split/class_x/xxx.jpg``. Every photo is decoded once, converted to RGB and
-    resized to ``image_size x image_size`` (bilinear with antialiasing). The result is one
+    that is ``root/split/class_x/xxx.jpg``. Every photo is decoded once by
+    :func:`helper_utils.images.decode_image` (the decoder queries go through too: EXIF
+    orientation, 16-bit grey scaled, transparency on white), then resized to
+    ``image_size x image_size`` (bilinear with antialiasing). The result is one
     uint8 array, saved under ``<root>/cache/`` so the next run loads it in a fraction of a
     second. A file that cannot be read is skipped with a warning naming it.
 
@@ -569,11 +697,12 @@ def _find_images(split_dir: Path, class_to_idx: dict[str, int]) -> list[tuple[st
 
 
 def _decode(path: str, size: int) -> np.ndarray:
-    """Read one image as RGB, resized to (size, size): uint8 array (size, size, 3)."""
-    with Image.open(path) as image:
-        if image.mode == "P":
-            image = image.convert("RGBA")  # palette + transparency converts cleanly via RGBA
-        image = image.convert("RGB").resize((size, size), Image.BILINEAR)  # PIL antialiases when shrinking
+    """Read one image as RGB, resized to (size, size): uint8 array (size, size, 3).
+
+    Decoded by :func:`helper_utils.images.decode_image`, the decoder queries go through too, so a
+    photo gives the same pixels in the catalog and as a query.
+    """
+    image = decode_image(path).resize((size, size), Image.BILINEAR)  # PIL antialiases when shrinking
     return np.asarray(image, dtype=np.uint8)
 
 

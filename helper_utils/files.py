@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "sha256_file"]
+
+_CHUNK = 1 << 20  # read 1 MiB at a time: memory stays flat for a 100 MB archive
 
 
 @contextmanager
@@ -33,3 +36,12 @@ def atomic_path(path: str | os.PathLike, mode: int | None = None) -> Iterator[Pa
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's content as 64 hex digits, read in 1 MiB chunks (never whole into memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -23,7 +23,8 @@ from helper_utils.losses import MinedTripletLoss
 from helper_utils.reference import (MobileNetBackbone, MobileNetLikeClassifier, SiameseEncoder, compute_class_weights,
                                     get_embeddings)
 from helper_utils.retrieval import retrieval_metrics
-from helper_utils.training import checkpoint_dir, load_checkpoint, save_checkpoint, train_classifier, train_siamese
+from helper_utils.training import (KIT_VERSION, checkpoint_dir, describe_partial, finish_checkpoint, load_checkpoint,
+                                   read_checkpoint_info, save_checkpoint, train_classifier, train_siamese)
 
 # What the learner reads before a fallback training starts. The times are those of notebooks 03 and 05
 # on the README's 2-core CPU (226 s for the classifier's 120 epochs, 22 s for the encoder's 10).
@@ -150,6 +151,9 @@ def fit_classifier(recipe: ClassifierRecipe | None = None, model: nn.Module | No
         ema_decay=recipe.ema_decay, checkpoint_path=save_dir / "classifier_best.pt",
         backbone_path=save_dir / "backbone_best.pt", progress=progress)
     history["recipe"] = asdict(recipe)
+    for name in ("classifier_best.pt", "backbone_best.pt"):  # say what made them, now that the run finished
+        if (save_dir / name).exists():
+            finish_checkpoint(save_dir / name, recipe=asdict(recipe), made_by="helper_utils.recipes.fit_classifier")
     return model, history
 
 
@@ -163,14 +167,31 @@ def load_or_train_backbone(device=None, save_dir: Path | None = None, progress: 
     device = device or get_device()
     path = (Path(save_dir) if save_dir is not None else checkpoint_dir()) / "backbone_best.pt"
     backbone = MobileNetBackbone()
-    if path.exists():
+    partial = _partial_run(path)
+    if path.exists() and partial is None:
         meta = load_checkpoint(backbone, path, device)
+        older = "" if meta.get("finished") else "; saved by an older kit, which did not record whether its run finished"
         return backbone.to(device), (f"Loaded the backbone trained in notebook 03 from {path.name} "
-                                     f"(epoch {meta['epoch']}, validation accuracy {meta['val_acc']:.1%}).")
-    print(TRAINING_CLASSIFIER_NOTICE, flush=True)  # before the bars: say what is about to take minutes
+                                     f"(epoch {meta['epoch']}, validation accuracy {meta['val_acc']:.1%}{older}).")
+    notice = TRAINING_CLASSIFIER_NOTICE if partial is None else (
+        f"The checkpoint from notebook 03 is from a run that {partial}: training the classifier again here "
+        "(about 4 minutes on a laptop CPU)")
+    print(notice, flush=True)  # before the bars: say what is about to take minutes
     model, history = fit_classifier(recipe, device=device, progress=progress, save_dir=save_dir)
-    return model.backbone, (f"No checkpoint at {path}: trained a classifier here instead "
-                            f"(best validation accuracy {history['best_val_acc']:.1%}) and saved its backbone.")
+    why = (f"The checkpoint at {path} is from a run that {partial}, not a finished one: retrained from the start"
+           if partial else f"No checkpoint at {path}: trained a classifier here instead")
+    return model.backbone, (f"{why} (best validation accuracy {history['best_val_acc']:.1%}) and saved its backbone.")
+
+
+def _partial_run(path: Path) -> str | None:
+    """How the run that saved ``path`` stopped (e.g. "stopped after epoch 82 of 120"), ``None`` if it finished.
+
+    A checkpoint of an older kit says nothing either way; it is taken as finished (``None``).
+    """
+    if not path.exists():
+        return None
+    info = read_checkpoint_info(path)
+    return describe_partial(info) if info["finished"] is False else None
 
 
 def embedding_metrics(encoder: nn.Module, dataset, device, ks=(1, 5)) -> dict[str, float]:
@@ -202,7 +223,10 @@ def fit_siamese(backbone: nn.Module, recipe: SiameseRecipe | None = None, device
                             eval_fn=eval_fn, progress=progress)
     encoder.eval()
     save_dir = Path(save_dir) if save_dir is not None else checkpoint_dir()
-    save_checkpoint({"state_dict": encoder.state_dict(), "recipe": asdict(recipe)}, save_dir / "encoder_best.pt")
+    save_checkpoint({"state_dict": encoder.state_dict(), "recipe": asdict(recipe), "finished": True,
+                     "epochs_done": recipe.epochs, "epochs_planned": recipe.epochs,
+                     "made_by": "helper_utils.recipes.fit_siamese", "kit_version": KIT_VERSION},
+                    save_dir / "encoder_best.pt")  # written once, after the last epoch: always a finished run
     return encoder, history
 
 
@@ -216,14 +240,16 @@ def load_or_train_encoder(device=None, save_dir: Path | None = None, progress: b
     """
     device = device or get_device()
     path = (Path(save_dir) if save_dir is not None else checkpoint_dir()) / "encoder_best.pt"
-    if path.exists():
+    partial = _partial_run(path)
+    if path.exists() and partial is None:
         encoder = SiameseEncoder(MobileNetBackbone())
         load_checkpoint(encoder, path, device)
         return encoder.to(device).eval(), f"Loaded the encoder trained in notebook 05 from {path.name}."
     print(TRAINING_ENCODER_NOTICE, flush=True)
     backbone, message = load_or_train_backbone(device, save_dir, progress, classifier_recipe)
     encoder, _ = fit_siamese(backbone, siamese_recipe, device=device, progress=progress, save_dir=save_dir)
-    return encoder, f"{message} No encoder at {path}: fine-tuned one here and saved it."
+    why = f"The encoder at {path} is from a run that {partial}" if partial else f"No encoder at {path}"
+    return encoder, f"{message} {why}: fine-tuned one here and saved it."
 
 
 @dataclass

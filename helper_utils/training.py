@@ -35,6 +35,10 @@ __all__ = [
     "predict",
     "save_checkpoint",
     "load_checkpoint",
+    "read_checkpoint_info",
+    "finish_checkpoint",
+    "describe_partial",
+    "KIT_VERSION",
     "train_classifier",
     "train_siamese",
 ]
@@ -47,6 +51,9 @@ def count_parameters(model: nn.Module) -> int:
 
 
 # --------------------------------------------------------------------------- checkpoints
+
+KIT_VERSION = "0.1.0"  # recorded in every checkpoint; the version in pyproject.toml
+
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
@@ -64,6 +71,35 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, device: torch.dev
     checkpoint = torch.load(path, map_location=device, weights_only=True)
     model.load_state_dict(checkpoint["state_dict"])
     return checkpoint
+
+
+def read_checkpoint_info(path: str | os.PathLike) -> dict:
+    """What a checkpoint says about the run that made it, without its weights.
+
+    Returns:
+        Its metadata: ``finished`` (``True`` once the run ended; ``False`` while it trains or
+        after it was stopped; ``None`` for checkpoints of older kits, which did not say),
+        ``epoch`` (the epoch saved), ``epochs_done``, ``epochs_planned``, ``made_by``,
+        ``recipe`` (when a recipe made it) and ``kit_version``, where recorded.
+    """
+    checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
+    info = {key: value for key, value in checkpoint.items() if key != "state_dict"}
+    info.setdefault("finished", None)
+    return info
+
+
+def finish_checkpoint(path: str | os.PathLike, **extra) -> Path:
+    """Mark the checkpoint at ``path`` as the result of a finished run, adding ``extra`` metadata (e.g. recipe)."""
+    path = Path(path)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint.update(extra, finished=True)
+    return save_checkpoint(checkpoint, path)
+
+
+def describe_partial(info: dict) -> str:
+    """``"stopped at epoch 82 of 120"``-like words for a checkpoint whose run did not finish."""
+    done, planned = info.get("epochs_done", info.get("epoch")), info.get("epochs_planned")
+    return f"stopped after epoch {done} of {planned}" if planned else f"stopped after epoch {done}"
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -154,12 +190,13 @@ def train_classifier(
             if val_acc > best_acc:
                 best_acc = val_acc
                 history["best_epoch"], history["best_val_acc"] = epoch, val_acc
-                _save_best(evaluated, epoch, val_acc, checkpoint_path, backbone_path)
+                _save_best(evaluated, epoch, val_acc, checkpoint_path, backbone_path, epochs)
             bars.end_epoch(loss=f"{train_loss:.3f}", val_acc=f"{val_acc:.3f}", best=f"{best_acc:.3f}")
     finally:  # also on an error or an interrupt: the batch bar goes, the epoch bar stays where it stopped
         bars.close()
     if ema is not None:  # leave the averaged weights in the model the caller holds
         model.load_state_dict(ema.module.state_dict())
+    _finish_best(checkpoint_path, backbone_path, epochs)
     return history
 
 
@@ -263,8 +300,11 @@ def _make_ema(model: nn.Module, decay: float | None):
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-def _save_best(model: nn.Module, epoch: int, val_acc: float, checkpoint_path, backbone_path) -> None:
-    meta = {"epoch": epoch, "val_acc": val_acc}
+def _save_best(model: nn.Module, epoch: int, val_acc: float, checkpoint_path, backbone_path,
+               epochs_planned: int | None = None) -> None:
+    # finished stays False until the run ends (_finish_best): a stopped run is never taken for a finished one
+    meta = {"epoch": epoch, "val_acc": val_acc, "finished": False, "epochs_done": epoch,
+            "epochs_planned": epochs_planned, "made_by": "train_classifier", "kit_version": KIT_VERSION}
     if checkpoint_path is not None:
         save_checkpoint({"state_dict": copy.deepcopy(model.state_dict()), **meta}, checkpoint_path)
     if backbone_path is not None and hasattr(model, "backbone"):
@@ -306,6 +346,13 @@ class _Bars:
         if self._batches is not None:
             self._batches.close()
         self.epochs.close()
+
+
+def _finish_best(checkpoint_path, backbone_path, epochs: int) -> None:
+    """The run ended: rewrite the best-epoch checkpoints' metadata as finished, ``epochs`` done."""
+    for path in (checkpoint_path, backbone_path):
+        if path is not None and Path(path).exists():
+            finish_checkpoint(path, epochs_done=epochs)
 
 
 def _bar_style() -> dict:

@@ -7,65 +7,31 @@ that tests call directly; :meth:`VisualSearch.widget` only wires them to ipywidg
 from __future__ import annotations
 
 import html
-import io
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from helper_utils.images import MAX_PIXELS, MAX_SIDE, MAX_UPLOAD_BYTES, QueryImageError, decode_image
 from helper_utils.reference import get_query_img_embedding
 from helper_utils.retrieval import knn
 
-__all__ = ["QueryImageError", "MAX_UPLOAD_BYTES", "MAX_SIDE", "load_query_image", "SearchResult", "VisualSearch"]
-
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # a phone photo is 2-8 MB; more is a mistake or an attack
-MAX_SIDE = 1024  # the model sees 64x64: larger photos are shrunk right away to save memory
-MAX_PIXELS = 60_000_000  # refuse "decompression bombs" before decoding them
-
-
-class QueryImageError(ValueError):
-    """An upload that cannot be used as a query; the message says why and what to do."""
+__all__ = ["QueryImageError", "MAX_UPLOAD_BYTES", "MAX_SIDE", "MAX_PIXELS", "load_query_image", "SearchResult",
+           "VisualSearch"]
 
 
 def load_query_image(data: bytes, name: str = "upload") -> Image.Image:
     """Decode uploaded bytes into an RGB PIL image, or raise :class:`QueryImageError` saying why.
 
-    Grayscale, palette, RGBA (transparent areas become white) and 16-bit images are converted;
-    huge images are shrunk to at most ``MAX_SIDE`` pixels a side.
+    A thin name for :func:`helper_utils.images.decode_image`, the kit's one decoder (the dataset
+    and the web service use it too): EXIF orientation applied, 16-bit greyscale scaled,
+    transparent areas white, JPEG/PNG/WebP only, huge images refused or shrunk to at most
+    ``MAX_SIDE`` pixels a side.
     """
-    if not data:
-        raise QueryImageError(f"{name} is empty (0 bytes): choose a JPEG or PNG photo")
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise QueryImageError(f"{name} is {len(data) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
-    try:
-        image = Image.open(io.BytesIO(data))
-        if image.width * image.height > MAX_PIXELS:
-            raise QueryImageError(f"{name} is {image.width}x{image.height} pixels, too large to decode safely")
-        image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at a reduced scale, much faster
-        image.load()
-    except QueryImageError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise QueryImageError(f"{name} is not a readable image ({type(error).__name__}: {error}); "
-                              "upload a JPEG or PNG photo") from None
-    image.thumbnail((MAX_SIDE, MAX_SIDE))
-    return _to_rgb(image)
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        image = image.convert("RGBA")
-        background = Image.new("RGB", image.size, (255, 255, 255))  # product photos sit on white
-        background.paste(image, mask=image.getchannel("A"))
-        return background
-    if image.mode in ("I", "I;16", "F"):  # 16-bit or float grayscale: scale to 8 bits first
-        array = np.asarray(image, dtype=np.float32)
-        span = max(float(array.max() - array.min()), 1e-6)
-        image = Image.fromarray(((array - array.min()) / span * 255).astype(np.uint8))
-    return image.convert("RGB")
+    return decode_image(data, name=name)
 
 
 @dataclass

@@ -39,3 +39,28 @@ def test_load_or_train_trains_once_then_loads(synthetic_imagefolder, monkeypatch
     assert capsys.readouterr().out == ""  # loading announces nothing
     x = torch.randn(2, 3, 64, 64)
     assert torch.allclose(again(x), encoder.eval()(x), atol=1e-6)
+
+
+def test_a_stopped_run_is_never_loaded_as_a_finished_one(synthetic_imagefolder, monkeypatch, tmp_path):
+    """Notebook 06's fallback training stopped at epoch 82 of 120 leaves best-epoch checkpoints marked partial."""
+    from helper_utils.reference import MobileNetLikeClassifier
+    from helper_utils.training import _save_best, read_checkpoint_info
+
+    monkeypatch.setenv("FASHION_KIT_DATA", str(synthetic_imagefolder))
+    _save_best(MobileNetLikeClassifier(7), 82, 0.5, tmp_path / "classifier_best.pt", tmp_path / "backbone_best.pt", 120)
+    assert read_checkpoint_info(tmp_path / "backbone_best.pt")["finished"] is False
+    backbone, message = load_or_train_backbone("cpu", tmp_path, progress=False, recipe=TINY_CLASSIFIER)
+    assert "stopped after epoch 82 of 120" in message and "retrained from the start" in message
+    info = read_checkpoint_info(tmp_path / "backbone_best.pt")
+    assert info["finished"] is True and info["epochs_done"] == info["epochs_planned"] == 2
+    assert info["recipe"]["epochs"] == 2 and info["kit_version"]
+    _, message = load_or_train_backbone("cpu", tmp_path, progress=False)
+    assert message.startswith("Loaded the backbone") and "older kit" not in message
+
+
+def test_an_older_kits_checkpoint_is_loaded_and_says_so(tmp_path):
+    from helper_utils.training import save_checkpoint
+
+    save_checkpoint({"state_dict": MobileNetBackbone().state_dict(), "epoch": 3, "val_acc": 0.5}, tmp_path / "backbone_best.pt")
+    _, message = load_or_train_backbone("cpu", tmp_path, progress=False)
+    assert message.startswith("Loaded the backbone") and "did not record whether its run finished" in message

@@ -69,7 +69,7 @@ def test_knn_in_chunks_equals_one_pass(monkeypatch):
     rng = np.random.default_rng(1)
     catalog = rng.normal(size=(25, 3))
     whole = knn(catalog, catalog, k=4, exclude_self=True)
-    monkeypatch.setattr(retrieval, "_CHUNK_ELEMENTS", 40)  # one or two queries per chunk
+    monkeypatch.setattr(retrieval, "_KNN_CHUNK_ELEMENTS", 40)  # one or two queries per chunk
     chunked = knn(catalog, catalog, k=4, exclude_self=True)
     np.testing.assert_array_equal(whole[0], chunked[0])
     np.testing.assert_allclose(whole[1], chunked[1])
@@ -182,3 +182,21 @@ def test_notebook_05_recall_at_k_agrees_with_retrieval_metrics():
     # float32 means: equal up to rounding, far below one query's 1/276
     assert recall_at_k(x, y, 1) == pytest.approx(metrics["P@1"], abs=1e-6)
     assert recall_at_k(x, y, 5) == pytest.approx(metrics["Recall@5"], abs=1e-6)
+
+
+def test_knn_many_ties_at_the_boundary_keep_index_order():
+    """More equal distances than the fast pass keeps beyond k: the lowest indices still win."""
+    rng = np.random.default_rng(2)
+    catalog = np.concatenate([rng.normal(size=(30, 4)) + 10, np.ones((40, 4)), rng.normal(size=(30, 4)) + 10])
+    catalog = catalog[rng.permutation(len(catalog))]
+    copies = np.flatnonzero((catalog == 1).all(axis=1))  # ascending
+    indices, distances = knn(catalog, np.ones((1, 4)), k=25)
+    assert indices[0].tolist() == copies[:25].tolist()
+    assert distances[0].tolist() == [0.0] * 25
+
+
+def test_knn_float32_pass_does_not_lose_near_ties():
+    """Two items closer than float32 can tell apart come back in exact float64 order."""
+    catalog = np.array([[1.0, 1e-9], [1.0, 0.0], [1.0, 2e-9], [5.0, 5.0]])
+    indices, _ = knn(catalog, np.array([[1.0, 0.0]]), k=3)
+    assert indices[0].tolist() == [1, 0, 2]

@@ -1,5 +1,6 @@
 """Training loops on tiny synthetic data: history, schedulers, EMA, atomic checkpoints."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -190,3 +191,42 @@ def test_bars_close_when_a_run_fails(capsys, monkeypatch):
     except RuntimeError:
         pass
     assert set(closed) == {"batches", "epochs"}
+
+
+def test_interrupted_training_leaves_a_checkpoint_marked_partial(tmp_path):
+    """Best-epoch checkpoints say finished=False until the last epoch ends, then True."""
+    from helper_utils.training import KIT_VERSION, read_checkpoint_info, train_classifier
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2))
+    data = [(torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 0, 1]))]
+
+    class StopInEpoch2:
+        calls = 0
+
+        def __iter__(self):
+            StopInEpoch2.calls += 1
+            if StopInEpoch2.calls == 2:
+                raise KeyboardInterrupt  # Ctrl+C while epoch 2 is evaluated
+            return iter(data)
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(model, data, StopInEpoch2(), epochs=5, optimizer=optimizer, loss_fn=torch.nn.CrossEntropyLoss(),
+                         checkpoint_path=tmp_path / "c.pt", progress=False)
+    info = read_checkpoint_info(tmp_path / "c.pt")
+    assert info["finished"] is False and info["epochs_done"] == 1 and info["epochs_planned"] == 5
+    train_classifier(model, data, data, epochs=2, optimizer=optimizer, loss_fn=torch.nn.CrossEntropyLoss(),
+                     checkpoint_path=tmp_path / "c.pt", progress=False)
+    info = read_checkpoint_info(tmp_path / "c.pt")
+    assert info["finished"] is True and info["epochs_done"] == 2 and info["kit_version"] == KIT_VERSION
+
+
+def test_kit_version_matches_pyproject():
+    import tomllib
+    from pathlib import Path
+
+    from helper_utils.training import KIT_VERSION
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert KIT_VERSION == pyproject["project"]["version"]

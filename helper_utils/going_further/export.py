@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import hashlib
 import json
 import os
 import platform
@@ -46,7 +45,7 @@ from PIL import Image
 from torch import nn
 
 from helper_utils.data import CLASSES_7, CLASSES_10, ClothingDataset
-from helper_utils.files import atomic_path
+from helper_utils.files import atomic_path, sha256_file
 from helper_utils.reference import MobileNetBackbone, MobileNetLikeClassifier, SiameseEncoder
 from helper_utils.training import checkpoint_dir
 
@@ -133,7 +132,27 @@ def _checkpoint(path: Path, what: str, how: str) -> dict:
         raise CheckpointNotFoundError(
             f"no {what} checkpoint at {path}.\n  To make it, {how}; or point --checkpoints "
             f"(or $FASHION_KIT_CHECKPOINTS) at the folder that holds it.")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated zip, not a checkpoint, unsafe pickle: one sentence, no traceback
+        raise ValueError(f"{path} is not a readable {what} checkpoint ({type(error).__name__}): the file is "
+                         f"truncated or corrupt. To make it again, {how}.") from None
+    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
+        raise ValueError(f"{path} holds no state_dict: not a {what} checkpoint saved by the kit. To make it, {how}.")
+    if state.get("finished") is False:  # the best epoch so far of a run that was stopped
+        done, planned = state.get("epochs_done", state.get("epoch")), state.get("epochs_planned")
+        raise ValueError(f"{path} is from a {what} training run that stopped after epoch {done} of {planned}, not a "
+                         f"finished one. To make a finished one, {how}.")
+    return state
+
+
+def _load_weights(model: nn.Module, state: dict, path: Path, how: str) -> None:
+    """``model.load_state_dict`` with a one-line ValueError when the weights do not fit the model."""
+    try:
+        model.load_state_dict(state["state_dict"])
+    except (RuntimeError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} does not fit the kit's {type(model).__name__} ({str(error).splitlines()[0][:200]}). "
+                         f"To make it again, {how}.") from None
 
 
 def load_encoder(checkpoints: str | Path | None = None) -> tuple[SiameseEncoder, Path]:
@@ -141,11 +160,13 @@ def load_encoder(checkpoints: str | Path | None = None) -> tuple[SiameseEncoder,
 
     Raises:
         CheckpointNotFoundError: there is no ``encoder_best.pt`` in ``checkpoints``.
+        ValueError: the checkpoint is truncated, corrupt or not an encoder's.
     """
     path = Path(checkpoints or checkpoint_dir()) / "encoder_best.pt"
-    state = _checkpoint(path, "encoder", "run notebook 05 (or helper_utils.recipes.load_or_train_encoder())")
+    how = "run notebook 05 (or helper_utils.recipes.load_or_train_encoder())"
+    state = _checkpoint(path, "encoder", how)
     encoder = SiameseEncoder(MobileNetBackbone())
-    encoder.load_state_dict(state["state_dict"])
+    _load_weights(encoder, state, path, how)
     return encoder.eval(), path
 
 
@@ -158,14 +179,19 @@ def load_classifier(checkpoints: str | Path | None = None,
 
     Raises:
         CheckpointNotFoundError: there is no ``classifier_best.pt`` in ``checkpoints``.
+        ValueError: the checkpoint is truncated, corrupt or not a classifier's.
         ValueError: ``classes`` does not match the number of outputs of the checkpoint.
     """
     path = Path(checkpoints or checkpoint_dir()) / "classifier_best.pt"
-    state = _checkpoint(path, "classifier", "run notebook 03 (or helper_utils.recipes.fit_classifier())")
-    num_classes = state["state_dict"]["head.2.weight"].shape[0]
+    how = "run notebook 03 (or helper_utils.recipes.fit_classifier())"
+    state = _checkpoint(path, "classifier", how)
+    head = state["state_dict"].get("head.2.weight")
+    if not isinstance(head, torch.Tensor) or head.ndim != 2:
+        raise ValueError(f"{path} has no classifier head (head.2.weight): not a classifier checkpoint. To make it, {how}.")
+    num_classes = head.shape[0]
     classes = _class_names(num_classes, classes, path.name)
     classifier = MobileNetLikeClassifier(num_classes)
-    classifier.load_state_dict(state["state_dict"])
+    _load_weights(classifier, state, path, how)
     return classifier.eval(), classes, path
 
 
@@ -246,7 +272,7 @@ def export_models(out_dir: str | Path, checkpoints: str | Path | None = None, *,
 
 
 def _describe_file(path: Path) -> str:
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    digest = sha256_file(path)[:12]
     return f"{path.name} sha256:{digest}"
 
 
@@ -255,6 +281,7 @@ def onnx_session(path: str | Path, threads: int | None = None):
 
     Raises:
         FileNotFoundError: ``path`` does not exist (with the command that writes it).
+        ValueError: ``path`` is not a loadable ONNX model (truncated or corrupt).
     """
     import onnxruntime as ort
 
@@ -265,7 +292,12 @@ def onnx_session(path: str | Path, threads: int | None = None):
     options.inter_op_num_threads = 1  # one small graph: parallelism inside operators only
     if threads is not None:
         options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime's InvalidProtobuf, Fail, ...: not worth a traceback
+        raise ValueError(f"{path} is not a loadable ONNX model ({type(error).__name__}): the file is truncated or "
+                         "corrupt. Rebuild it: `python -m helper_utils.going_further.serve build` for the service, "
+                         "`python -m helper_utils.going_further.export` for the export report") from None
 
 
 def read_metadata(session_or_path: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ web service can switch back end with one word:
 ==========  ============================  ==========================================================
 back end    structure                     trade-off
 ==========  ============================  ==========================================================
-``exact``   torch brute force             every query reads all N vectors: exact, O(N) per query
+``exact``   ``retrieval.knn``             every query reads all N vectors: exact, O(N) per query
 ``flat``    ``faiss.IndexFlatL2``         the same exact search in FAISS's optimised kernels
 ``hnsw``    ``faiss.IndexHNSWFlat``       a navigable small-world graph: ~O(log N) hops per query;
                                           ``M`` (links per node) and ``ef_search`` (breadth of the
@@ -36,7 +36,6 @@ sha256 before reading it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -46,13 +45,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from helper_utils.files import sha256_file
+from helper_utils.retrieval import knn
+
 __all__ = ["SearchIndex"]
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
 FAISS_FILE = "index.faiss"
 EXACT_FILE = "embeddings.npy"
-_EXACT_CHUNK = 1 << 24  # distance-matrix entries held at once by the exact back end (64 MiB float32)
 
 # Parameters each back end accepts, with defaults and the reason for each default.
 _BUILD_PARAMS = {
@@ -195,10 +196,11 @@ class SearchIndex:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(self):
             raise ValueError(f"k should be an integer from 1 to the index size {len(self)}, got {k!r}")
         queries = self._prepare(queries, "queries")
-        if self.backend == "exact":
+        if self.backend == "exact":  # the kit's one exact search, with the catalog's norms kept between calls
             if self._sq_norms is None:
                 self._sq_norms = _squared_norms(self._vectors)
-            return _exact_search(self._vectors, self._sq_norms, queries, int(k))
+            indices, distances = knn(self._vectors, queries, int(k), squared_norms=self._sq_norms)
+            return distances.astype(np.float32), indices
         squared, indices = self._index.search(queries, int(k))
         distances = np.sqrt(np.maximum(squared, 0.0, out=squared), out=squared)
         distances[indices < 0] = np.inf
@@ -294,7 +296,7 @@ class SearchIndex:
                 data_file.write_bytes(b"")
         meta = {"format": FORMAT_VERSION, "backend": self.backend, "normalize": self.normalize,
                 "params": self.params, "dim": self._dim, "size": len(self), "data_file": data_file.name,
-                "sha256": _sha256(data_file), "labels": self.labels, "ids": self.ids}
+                "sha256": sha256_file(data_file), "labels": self.labels, "ids": self.ids}
         (folder / META_FILE).write_text(json.dumps(meta))
 
     @classmethod
@@ -308,24 +310,21 @@ class SearchIndex:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no saved SearchIndex at {path}: build one and call .save({str(path)!r})")
-        meta = _read_meta(path)
-        data_file = path / meta["data_file"]
-        if not data_file.is_file() or _sha256(data_file) != meta["sha256"]:
+        meta = _read_meta(path)  # every field checked: types, ranges, the data file's exact name
+        data_file = path / meta["data_file"]  # EXACT_FILE or FAISS_FILE, inside ``path``: never a path from the file
+        if data_file.is_symlink() or not data_file.is_file() or sha256_file(data_file) != meta["sha256"]:
             raise ValueError(f"{data_file} is missing or does not match the sha256 in {META_FILE}: the saved "
                              "index is corrupt; rebuild it and save again")
-        index = cls(meta["backend"], normalize=meta["normalize"])
+        index = cls(meta["backend"], normalize=meta["normalize"], **{
+            name: value for name, value in meta["params"].items() if name != "nlist" or value is not None})
         index.params = dict(meta["params"])
         index.labels, index.ids, index._dim = list(meta["labels"]), list(meta["ids"]), meta["dim"]
         if meta["size"]:
             if index.backend == "exact":
-                index._vectors = np.load(data_file, allow_pickle=False)
+                index._vectors = _load_vectors(data_file, meta["size"], meta["dim"])
             else:
-                index._index = _faiss().read_index(str(data_file))
+                index._index = _load_faiss(data_file, meta["size"], meta["dim"])
                 index._apply_search_params(index._index)
-        stored = len(index._vectors) if index._vectors is not None else (index._index.ntotal if index._index else 0)
-        if not stored == len(index.ids) == len(index.labels) == meta["size"]:
-            raise ValueError(f"{path} is inconsistent: {stored} vectors, {len(index.ids)} ids, "
-                             f"{len(index.labels)} labels, size {meta['size']}; rebuild it")
         return index
 
 
@@ -337,32 +336,6 @@ def _squared_norms(vectors: np.ndarray):
 
     items = torch.from_numpy(vectors)  # (N, D), shares memory
     return (items * items).sum(dim=1)  # (N,)
-
-
-def _exact_search(catalog: np.ndarray, sq_items, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Brute force with torch: all ``(Q, N)`` squared distances in chunks of queries, top ``k`` of each row.
-
-    torch rather than numpy for the top-k: ``Tensor.topk`` is several times faster than
-    ``np.argpartition`` over a million columns, and ``addmm`` fuses the distance arithmetic.
-    ``sq_items`` are the catalog's squared lengths (:func:`_squared_norms`).
-    """
-    import torch
-
-    items = torch.from_numpy(catalog)  # (N, D), shares memory
-    rows = max(1, _EXACT_CHUNK // len(catalog))
-    all_dist, all_idx = [], []
-    for start in range(0, len(queries), rows):
-        q = torch.from_numpy(queries[start:start + rows])  # (q, D)
-        # |q - e|^2 = |e|^2 - 2 q.e + |q|^2; one matrix product does the O(N * D) work per query
-        dist = torch.addmm(sq_items[None, :], q, items.T, alpha=-2.0)  # (q, N), without the |q|^2 term
-        top_dist, top = dist.topk(k, dim=1, largest=False, sorted=False)  # (q, k)
-        top_dist += (q * q).sum(dim=1, keepdim=True)
-        top_dist, top = top_dist.numpy(), top.numpy()
-        order = np.lexsort((top, top_dist), axis=1)  # by distance, then by row number
-        all_idx.append(np.take_along_axis(top, order, axis=1))
-        all_dist.append(np.take_along_axis(top_dist, order, axis=1))
-    distances = np.sqrt(np.maximum(np.concatenate(all_dist), 0.0))
-    return distances.astype(np.float32, copy=False), np.concatenate(all_idx).astype(np.int64, copy=False)
 
 
 def _check_param(name: str, value: Any) -> Any:
@@ -391,30 +364,107 @@ def _repeated(existing: list[str], new: list[str]) -> list[str]:
     return repeated
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+_MAX_META_BYTES = 512 * 1024 * 1024  # ids and labels of ~5M items; more is not an index this kit wrote
+_MAX_ITEMS = 100_000_000
+_MAX_DIM = 65_536
 
 
 def _read_meta(path: Path) -> dict:
+    """``meta.json``, every field checked; a ValueError that names the field for anything else."""
     meta_file = path / META_FILE
     if not meta_file.is_file():
         raise ValueError(f"{path} is not a saved SearchIndex (no {META_FILE} inside)")
     try:
+        if meta_file.stat().st_size > _MAX_META_BYTES:
+            raise ValueError(f"larger than {_MAX_META_BYTES // 2**20} MB")
         meta = json.loads(meta_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{meta_file} is corrupt ({err}); rebuild the index and save it again") from err
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, MemoryError) as err:
+        raise ValueError(f"{meta_file} is corrupt ({type(err).__name__}: {str(err)[:100]}); rebuild the index "
+                         "and save it again") from None
     needed = {"format", "backend", "normalize", "params", "dim", "size", "data_file", "sha256", "labels", "ids"}
     if not isinstance(meta, dict) or not needed <= set(meta):
         raise ValueError(f"{meta_file} lacks {sorted(needed - set(meta if isinstance(meta, dict) else {}))}: "
                          "not an index saved by SearchIndex.save")
-    if meta["format"] != FORMAT_VERSION or meta["backend"] not in SearchIndex.BACKENDS:
-        raise ValueError(f"{meta_file} has format {meta['format']!r} and backend {meta['backend']!r}; this "
+    if meta["format"] != FORMAT_VERSION or type(meta["format"]) is not int or meta["backend"] not in SearchIndex.BACKENDS:
+        raise ValueError(f"{meta_file} has format {_short(meta['format'])} and backend {_short(meta['backend'])}; this "
                          f"version reads format {FORMAT_VERSION} with a backend in {SearchIndex.BACKENDS}")
+
+    def bad(field: str, expected: str) -> ValueError:
+        return ValueError(f"{meta_file}: {field} should be {expected}, got {_short(meta.get(field))}; the file was "
+                          "edited or damaged: rebuild the index and save it again")
+
+    backend = meta["backend"]
+    expected_file = EXACT_FILE if backend == "exact" else FAISS_FILE
+    if meta["data_file"] != expected_file:  # a name, never a path: nothing outside the folder is read
+        raise bad("data_file", f"{expected_file!r} for the {backend} back end")
+    if not isinstance(meta["sha256"], str) or len(meta["sha256"]) != 64 or not all(c in "0123456789abcdef" for c in meta["sha256"]):
+        raise bad("sha256", "64 lowercase hex digits")
+    if type(meta["normalize"]) is not bool:
+        raise bad("normalize", "true or false")
+    if not _is_int(meta["size"], 0, _MAX_ITEMS):
+        raise bad("size", f"an integer from 0 to {_MAX_ITEMS}")
+    if not (meta["dim"] is None and meta["size"] == 0) and not _is_int(meta["dim"], 1, _MAX_DIM):
+        raise bad("dim", f"an integer from 1 to {_MAX_DIM}")
+    params, allowed = meta["params"], {**_BUILD_PARAMS[backend], **_SEARCH_PARAMS[backend]}
+    if not isinstance(params, dict) or set(params) != set(allowed):
+        raise bad("params", f"an object with exactly {sorted(allowed) or 'no keys'} for the {backend} back end")
+    for name, value in params.items():
+        try:
+            _check_param(name, value)
+        except ValueError as err:
+            raise bad("params", f"valid values ({err})") from None
+    ids, labels = meta["ids"], meta["labels"]
+    if not isinstance(ids, list) or len(ids) != meta["size"] or not all(isinstance(v, str) for v in ids):
+        raise bad("ids", f"a list of {meta['size']} strings")
+    if len(set(ids)) != len(ids):
+        raise bad("ids", "unique")
+    if (not isinstance(labels, list) or len(labels) != meta["size"]
+            or not all(v is None or (isinstance(v, (str, int)) and not isinstance(v, bool)) for v in labels)):
+        raise bad("labels", f"a list of {meta['size']} strings or integers")
     return meta
+
+
+def _is_int(value: Any, low: int, high: int) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+def _short(value: Any) -> str:
+    """A value from a file, fit for a message: its repr, at most 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _load_vectors(data_file: Path, size: int, dim: int) -> np.ndarray:
+    """The exact back end's ``(size, dim)`` float32 array; its header is checked before any data is read."""
+    try:
+        with open(data_file, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in readers:
+                raise ValueError(f"npy format {version} (np.save writes 1.0)")
+            shape, fortran, dtype = readers[version](f)  # the header only: at most 10 kB are parsed
+            header_end = f.tell()
+        if shape != (size, dim) or dtype != np.float32 or fortran:
+            raise ValueError(f"holds a {dtype} array of shape {shape}, expected float32 ({size}, {dim})")
+        if data_file.stat().st_size != header_end + size * dim * 4:
+            raise ValueError("its length does not match its header")
+        vectors = np.load(data_file, allow_pickle=False)
+    except (OSError, ValueError, EOFError, MemoryError) as err:
+        raise ValueError(f"{data_file} is not the index's vectors ({str(err)[:120]}); rebuild the index") from None
+    if not np.isfinite(vectors).all():
+        raise ValueError(f"{data_file} holds NaN or infinite vectors; rebuild the index")
+    return vectors
+
+
+def _load_faiss(data_file: Path, size: int, dim: int):
+    try:
+        index = _faiss().read_index(str(data_file))
+    except (RuntimeError, MemoryError, ValueError) as err:
+        raise ValueError(f"{data_file} is not a readable FAISS index ({type(err).__name__}); rebuild the index") from None
+    if index.ntotal != size or index.d != dim:
+        raise ValueError(f"{data_file} holds {index.ntotal} vectors of {index.d} dimensions, but {META_FILE} says "
+                         f"{size} of {dim}; rebuild the index")
+    return index
 
 
 def _swap_into_place(tmp: Path, path: Path) -> None:

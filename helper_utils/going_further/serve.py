@@ -25,15 +25,21 @@ Endpoints (every error is JSON ``{"detail": "<what went wrong and what to do>"}`
 
 Bad requests get a 4xx and the service keeps running:
 
-- 400: the upload is empty, not an image, or a truncated/corrupt image;
+- 400: the upload is empty, not a JPEG/PNG/WebP image, has too many pixels, or is truncated
+  or corrupt; or the ``Host`` header names another host than the service's (DNS rebinding);
+- 408: the body stalls (no bytes for ``body_timeout_s``) or takes longer than 6 times that;
 - 413: the body is larger than ``max_upload_bytes`` (10 MB), refused before it is parsed
   when the client declares its length, and counted while it arrives when it does not;
 - 415: the request is not ``multipart/form-data``, or the file part declares a type that is
   not ``image/*`` (``application/octet-stream`` and no type at all are accepted: the bytes decide);
 - 422: the ``file`` field is missing, or ``k`` is not an integer from 1 to ``max_k``.
 
-JPEG and PNG in any mode work: grayscale, palette, 16-bit and RGBA photos are converted
-to RGB (transparent areas become white) by :func:`helper_utils.widgets.load_query_image`.
+JPEG, PNG and WebP in any mode work: grayscale, palette, 16-bit and RGBA photos are converted
+to RGB (transparent areas become white, EXIF orientation applied) by
+:func:`helper_utils.images.decode_image`, the decoder the dataset uses too, so a catalog photo
+sent as a query gives the catalog's pixels. At most ``decode_slots`` (2) uploads are decoded at
+once, which bounds the memory the service needs whatever the number of clients. Error bodies
+are short sentences: they never echo the request back.
 
 From a terminal::
 
@@ -44,40 +50,45 @@ From a terminal::
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as _dt
-import hashlib
 import json
 import mimetypes
 import os
+import re
 import socket
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import quote
 
 import numpy as np
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 
 from helper_utils.going_further.export import (CLASSIFIER_FILE, ENCODER_FILE, INPUT_NAME, export_models, onnx_session,
                                  read_metadata, resize_for_model)
+from helper_utils.files import sha256_file
 from helper_utils.going_further.search_index import SearchIndex
-from helper_utils.widgets import QueryImageError, load_query_image
+from helper_utils.images import MAX_UPLOAD_BYTES, QueryImageError, decode_image
 
 __all__ = ["MAX_UPLOAD_BYTES", "MAX_K", "DEFAULT_DIR", "INDEX_DIR", "OnnxModels", "create_app", "build",
            "BackgroundServer", "free_port", "main"]
 
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # a phone photo is 2-8 MB; the model sees 64x64 pixels anyway
 MAX_K = 50  # results per search: a page of a shop, not the whole catalog
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "artifacts" / "service"
 INDEX_DIR, MANIFEST = "catalog", "service.json"
 UPLOAD_PATHS = ("/predict", "/search")
 _MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file, on top of its bytes
 _EMBED_BATCH = 256  # catalog photos per onnxruntime call while building
+DECODE_SLOTS = 2  # uploads decoded at once: each may hold up to ~64 MB of pixels while it decodes
+BODY_TIMEOUT_S = 10.0  # a body that sends nothing for this long is cut off (408); the whole body gets 6x
+ALLOWED_HOSTS = ("127.0.0.1", "localhost", "[::1]")  # the service listens on loopback: other names are rebinding
+_MAX_DETAIL = 300  # characters of an error message: never a request's content echoed back
 
 
 # --------------------------------------------------------------------------- the models
@@ -105,7 +116,7 @@ class OnnxModels:
             raise ValueError(f"{self.files['classifier']} has no class names in its metadata: export it with "
                              "helper_utils.going_further.export")
         self._info = {name: {**self.meta[name], "file": path.name, "bytes": path.stat().st_size,
-                             "sha256": _sha256(path)[:16]} for name, path in self.files.items()}
+                             "sha256": sha256_file(path)[:16]} for name, path in self.files.items()}
 
     def pixels(self, image) -> np.ndarray:
         """A decoded RGB PIL image -> the models' input, uint8 ``(1, size, size, 3)``."""
@@ -124,14 +135,12 @@ class OnnxModels:
         return self._info
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 # --------------------------------------------------------------------------- the app
 
 def create_app(model_dir: str | Path, index_path: str | Path, *, image_root: str | Path | None = None,
-               max_upload_bytes: int = MAX_UPLOAD_BYTES, max_k: int = MAX_K, threads: int | None = 1):
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, max_k: int = MAX_K, threads: int | None = 1,
+               allowed_hosts: Sequence[str] = ALLOWED_HOSTS, decode_slots: int = DECODE_SLOTS,
+               body_timeout_s: float = BODY_TIMEOUT_S):
     """Build the FastAPI app over exported models and a saved index (nothing global: tests build many).
 
     Args:
@@ -141,6 +150,10 @@ def create_app(model_dir: str | Path, index_path: str | Path, *, image_root: str
         max_upload_bytes: larger uploads get a 413.
         max_k: the largest ``k`` a search may ask for.
         threads: onnxruntime intra-op threads per model (see :class:`OnnxModels`).
+        allowed_hosts: host names the ``Host`` header may carry (any port); others get a 400, so a
+            web page whose DNS name is rebound to 127.0.0.1 cannot talk to the service.
+        decode_slots: uploads decoded at the same time; more requests wait for a slot.
+        body_timeout_s: seconds a request body may stall before a 408 (the whole body: 6x).
 
     Raises:
         FileNotFoundError: a model or the index is missing (the message names the build command).
@@ -166,7 +179,12 @@ def create_app(model_dir: str | Path, index_path: str | Path, *, image_root: str
     app.state.catalog_classes = sorted({str(label) for label in index.labels})
     app.state.limits = {"max_upload_bytes": int(max_upload_bytes), "max_k": int(max_k)}
     app.state.started = time.time()
-    app.add_middleware(_UploadGuard, max_body=max_upload_bytes + _MULTIPART_SLACK)
+    # Uploads are decoded on a pool of ``decode_slots`` threads: at most that many full-size images exist at
+    # once, and only those threads' malloc arenas ever hold them (decoding on uvicorn's 40 request threads let
+    # each keep ~80 MB after a large PNG)
+    app.state.decoder = ThreadPoolExecutor(max_workers=int(decode_slots), thread_name_prefix="decode")
+    app.add_middleware(_UploadGuard, max_body=max_upload_bytes + _MULTIPART_SLACK, body_timeout_s=body_timeout_s)
+    app.add_middleware(_HostGuard, allowed_hosts=allowed_hosts)  # added last: runs first
     _add_error_handlers(app)
     _add_routes(app, max_k)
     return app
@@ -189,7 +207,7 @@ def _add_routes(app: FastAPI, max_k: int) -> None:
     def predict(file: UploadFile = File(..., description="a JPEG or PNG photo")) -> dict:
         """The class of the photo and the probability of every class."""
         models = app.state.models
-        probabilities = models.probabilities(models.pixels(_read_image(app, file)))[0]  # (C,)
+        probabilities = models.probabilities(_read_pixels(app, file))[0]  # (C,)
         return {"label": models.classes[int(probabilities.argmax())],
                 "probabilities": {name: float(p) for name, p in zip(models.classes, probabilities)}}
 
@@ -198,7 +216,7 @@ def _add_routes(app: FastAPI, max_k: int) -> None:
                k: int = Query(5, ge=1, le=max_k, description=f"results to return, 1 to {max_k}")) -> dict:
         """The ``k`` catalog photos nearest to the uploaded one, nearest first."""
         models, index = app.state.models, app.state.index
-        query = models.embed(models.pixels(_read_image(app, file)))  # (1, D)
+        query = models.embed(_read_pixels(app, file))  # (1, D)
         distances, rows = index.search(query, k=min(k, len(index)))  # (1, k) each
         results = []
         for distance, row in zip(distances[0], rows[0]):
@@ -212,44 +230,111 @@ def _add_routes(app: FastAPI, max_k: int) -> None:
     @app.get("/images/{image_id:path}", name="catalog_image")
     def catalog_image(image_id: str) -> FileResponse:
         """A catalog photo. Only ids in the index are served, so no path can reach another file."""
+        # membership first: an id that is not in the catalog (a NUL byte, "..", an absolute path) never
+        # reaches the file system, where a NUL byte would raise instead of answering 404
+        if image_id not in app.state.catalog_ids or "\x00" in image_id:
+            raise HTTPException(404, "no catalog image with this id; ids come from /search results")
         path = (app.state.image_root / image_id).resolve()
-        if image_id not in app.state.catalog_ids or not path.is_relative_to(app.state.image_root):
-            raise HTTPException(404, f"no catalog image with id {image_id!r}")
+        if not path.is_relative_to(app.state.image_root):
+            raise HTTPException(404, "no catalog image with this id; ids come from /search results")
         if not path.is_file():
-            raise HTTPException(404, f"catalog image {image_id!r} is in the index but not on disk at the image root")
+            raise HTTPException(404, "this catalog image is in the index but not on disk at the image root")
         return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
 
 
-def _read_image(app: FastAPI, file: UploadFile):
-    """The upload as an RGB PIL image, or an HTTPException (413, 415, 400) that says why not."""
+def _read_pixels(app: FastAPI, file: UploadFile) -> np.ndarray:
+    """The upload as the models' input ``(1, size, size, 3)`` uint8, or an HTTPException (413, 415, 400).
+
+    Decoding runs on one of ``decode_slots`` threads: the full-size pixels live only there, so
+    memory stays bounded however many uploads arrive together.
+    """
     declared = (file.content_type or "").split(";")[0].strip().lower()
     if declared and not declared.startswith("image/") and declared != "application/octet-stream":
-        raise HTTPException(415, f"{file.filename or 'the upload'} is declared as {declared!r}; "
-                                 "upload a JPEG or PNG photo (image/jpeg, image/png)")
+        shown = f" as {declared!r}" if re.fullmatch(r"[a-z0-9.+-]{1,40}/[a-z0-9.+-]{1,40}", declared) else ""
+        raise HTTPException(415, f"the upload is declared{shown} (not image/*); "
+                                 "upload a JPEG, PNG or WebP photo (image/jpeg, image/png, image/webp)")
     limit = app.state.limits["max_upload_bytes"]
     data = file.file.read(limit + 1)
     if len(data) > limit:
         raise HTTPException(413, f"the upload is larger than the {limit / 2**20:.0f} MB limit; send a smaller photo")
     try:
-        return load_query_image(data, file.filename or "the upload")
+        return app.state.decoder.submit(_decode_pixels, app.state.models, data, limit).result()
     except QueryImageError as error:
-        raise HTTPException(400, str(error)) from None
+        raise HTTPException(400, str(error)) from None  # names neither the file nor the bytes sent
+
+
+def _decode_pixels(models: OnnxModels, data: bytes, limit: int) -> np.ndarray:
+    """Runs on a decode thread: the bytes -> the models' input; the full-size image never leaves it."""
+    return models.pixels(decode_image(data, name="the upload", max_bytes=limit))
 
 
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request, exc: RequestValidationError) -> JSONResponse:
-        """422 with one readable sentence first, FastAPI's details after it."""
-        problems = []
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query"))
+        """422 with one readable sentence per problem, and where it was; never the input itself."""
+        problems, errors = [], []
+        for error in exc.errors()[:10]:
+            loc = [str(part)[:40] for part in error.get("loc", ())]
+            where = ".".join(part for part in loc if part not in ("body", "query"))
             if error.get("type") == "missing" and where == "file":
                 problems.append("the form field 'file' is missing: send the photo as multipart/form-data "
                                 "field 'file' (curl -F file=@photo.jpg)")
+            elif where == "file":
+                problems.append("the form field 'file' is not a file: send the photo as multipart/form-data "
+                                "field 'file' with a file name (curl -F file=@photo.jpg)")
             else:
-                problems.append(f"{where or 'request'}: {error.get('msg')}")
-        return JSONResponse(status_code=422, content={"detail": "; ".join(problems),
-                                                      "errors": jsonable_encoder(exc.errors())})
+                problems.append(f"{where or 'request'}: {_short(str(error.get('msg', 'invalid')))}")
+            errors.append({"loc": loc, "type": str(error.get("type", ""))[:40]})  # no "input", no "ctx"
+        return JSONResponse(status_code=422, content={"detail": _short("; ".join(problems)), "errors": errors})
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, content={"detail": _short(str(exc.detail))},
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def server_error(request, exc: Exception) -> JSONResponse:
+        """A bug still answers JSON, without a traceback or a repr of the request."""
+        return JSONResponse(status_code=500, content={"detail": "internal error; the service keeps running "
+                                                                "(see its log)"})
+
+
+def _short(text: str) -> str:
+    """At most ``_MAX_DETAIL`` characters: a message, not a copy of what was sent."""
+    return text if len(text) <= _MAX_DETAIL else text[:_MAX_DETAIL - 3] + "..."
+
+
+class _HostGuard:
+    """ASGI middleware: answer only requests whose ``Host`` names this machine's loopback (any port).
+
+    A web page can rebind its own DNS name to 127.0.0.1 and then call the service from the
+    browser; its requests still carry its name in ``Host``, so they get a 400 here.
+    """
+
+    def __init__(self, app, allowed_hosts: Sequence[str]) -> None:
+        self.app = app
+        self.allowed = {host.lower() for host in allowed_hosts}
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] not in ("http", "websocket") or "*" in self.allowed:
+            return await self.app(scope, receive, send)
+        host = ""
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value.decode("latin-1").lower()
+                break
+        if _host_name(host) not in self.allowed:
+            return await _json_error(400, "this service answers requests addressed to "
+                                          f"{', '.join(sorted(self.allowed))} only (the Host header names "
+                                          "another host)", scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+def _host_name(host: str) -> str:
+    """``"localhost:8000"`` -> ``"localhost"``, ``"[::1]:8000"`` -> ``"[::1]"``."""
+    if host.startswith("["):
+        return host[:host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 class _UploadGuard:
@@ -259,8 +344,8 @@ class _UploadGuard:
     that declares no length (chunked) is counted as it arrives and cut off at ``max_body``.
     """
 
-    def __init__(self, app, max_body: int) -> None:
-        self.app, self.max_body = app, max_body
+    def __init__(self, app, max_body: int, body_timeout_s: float = BODY_TIMEOUT_S) -> None:
+        self.app, self.max_body, self.body_timeout_s = app, max_body, float(body_timeout_s)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in UPLOAD_PATHS:
@@ -268,19 +353,30 @@ class _UploadGuard:
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
         content_type = headers.get("content-type", "")
         if not content_type.lower().startswith("multipart/form-data"):
-            return await _json_error(415, f"the body is {content_type or 'untyped'!r}; send multipart/form-data "
+            return await _json_error(415, "the body is not multipart/form-data; send multipart/form-data "
                                           "with the photo in the field 'file'", scope, receive, send)
         declared = headers.get("content-length", "")
         if declared and (not declared.isdigit() or int(declared) > self.max_body):
             status = 413 if declared.isdigit() else 400
-            return await _json_error(status, f"the body is {declared} bytes; the limit is "
+            what = "larger than the limit" if status == 413 else "of an invalid Content-Length"
+            return await _json_error(status, f"the body is {what}; the limit is "
                                              f"{(self.max_body - _MULTIPART_SLACK) / 2**20:.0f} MB", scope, receive, send)
         received, started = 0, False
+        deadline = asyncio.get_running_loop().time() + 6 * self.body_timeout_s
+        body_done = False
 
         async def counted_receive():
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # after the body, receive() only waits for a disconnect: no deadline then
+                return await receive()
+            left = min(self.body_timeout_s, deadline - asyncio.get_running_loop().time())
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(left, 0.0))
+            except asyncio.TimeoutError:  # a stalled or trickling body must not hold a connection forever
+                raise _TooLarge(408, f"the body stalled: send it within {self.body_timeout_s:.0f} s "
+                                     f"of silence and {6 * self.body_timeout_s:.0f} s in all") from None
             if message["type"] == "http.request":
+                body_done = not message.get("more_body", False)
                 received += len(message.get("body", b""))
                 if received > self.max_body:
                     raise _TooLarge(413, f"the body passed the {(self.max_body - _MULTIPART_SLACK) / 2**20:.0f} MB limit")
@@ -300,7 +396,7 @@ class _UploadGuard:
 
 
 class _TooLarge(HTTPException):
-    """An HTTPException, so that FastAPI, which meets it while parsing the form, answers it as a 413."""
+    """An HTTPException, so that FastAPI, which meets it while parsing the form, answers it (413 or 408)."""
 
 
 async def _json_error(status: int, detail: str, scope, receive, send) -> None:
@@ -451,8 +547,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _build_and_say(args.dir)
         app = create_app(args.dir, args.dir / INDEX_DIR, image_root=args.image_root, threads=args.threads)
     except (CheckpointNotFoundError, DatasetNotFoundError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        print(f"error: {error}", file=sys.stderr)  # one line that says what to rebuild, no traceback
+        return 1
     import uvicorn
 
     print(f"Serving {len(app.state.index)} catalog photos on http://127.0.0.1:{args.port} "

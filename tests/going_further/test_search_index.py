@@ -143,7 +143,7 @@ def test_failed_save_leaves_no_partial_directory_and_keeps_the_old_index(backend
 
 
 def test_failed_first_save_leaves_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(si, "_sha256", lambda path: (_ for _ in ()).throw(OSError("simulated crash")))
+    monkeypatch.setattr(si, "sha256_file", lambda path: (_ for _ in ()).throw(OSError("simulated crash")))
     with pytest.raises(OSError, match="simulated"):
         SearchIndex("flat").add(_random(n=5)[0]).save(tmp_path / "idx")
     assert list(tmp_path.iterdir()) == []
@@ -221,3 +221,19 @@ def test_failed_first_add_leaves_the_index_empty():
     assert len(index) == 0 and index.dim is None  # a later add may use another dimension
     index.add(np.random.default_rng(0).normal(size=(60, 8)))
     assert index.dim == 8 and len(index) == 60
+
+
+def test_exact_index_and_knn_order_ties_alike():
+    """Equal distances come back in index order from both, so the service and notebook 06 agree."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(5, 8)).astype(np.float32)
+    catalog = np.repeat(base, 4, axis=0)[rng.permutation(20)]  # every vector four times, shuffled
+    queries = base + 0.01 * rng.normal(size=base.shape).astype(np.float32)
+    unit = _unit(catalog)
+    want_idx, _ = knn(unit, _unit(queries), 10)
+    _, got_idx = SearchIndex("exact").add(catalog).search(queries, k=10)
+    np.testing.assert_array_equal(got_idx, want_idx)
+    for row in want_idx:  # ties (the four copies) in ascending index order
+        for a, b in zip(row[:-1], row[1:]):
+            if np.array_equal(unit[a], unit[b]):
+                assert a < b

@@ -51,7 +51,7 @@ def built(tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(built):
     app = serve.create_app(built["dir"], built["dir"] / serve.INDEX_DIR, image_root=built["image_root"])
-    return TestClient(app)
+    return TestClient(app, base_url="http://127.0.0.1")
 
 
 def _catalog_file(built, name="validation/hat/hat_1.jpg"):
@@ -163,7 +163,7 @@ def test_oversized_upload_without_a_declared_length_is_cut_off(built):
         for i in range(0, len(body), 16_384):
             yield body[i:i + 16_384]
 
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         response = client.post("/predict", content=chunks(), headers={"content-type": request.headers["content-type"]})
         assert response.status_code == 413 and "passed the" in response.json()["detail"]
         small = client.post("/predict", files={"file": ("ok.png", _bytes(Image.new("RGB", (9, 9)), "PNG"), "image/png")})
@@ -174,7 +174,7 @@ def test_upload_between_the_body_slack_and_the_limit_is_a_413(built):
     """The file alone is over the limit although the whole body passed the guard's slack."""
     app = serve.create_app(built["dir"], built["dir"] / serve.INDEX_DIR, image_root=built["image_root"],
                            max_upload_bytes=100_000)
-    response = TestClient(app).post("/search", files={"file": ("a.jpg", bytes(100_500), "image/jpeg")})
+    response = TestClient(app, base_url="http://127.0.0.1").post("/search", files={"file": ("a.jpg", bytes(100_500), "image/jpeg")})
     assert response.status_code == 413 and "limit" in response.json()["detail"]
 
 
@@ -214,7 +214,7 @@ def test_background_server_answers_on_loopback_and_stops(built):
 
 
 def test_cli_build_without_checkpoints_fails_with_a_message(tmp_path, capsys):
-    assert serve.main(["build", "--out", str(tmp_path / "svc"), "--checkpoints", str(tmp_path)]) == 2
+    assert serve.main(["build", "--out", str(tmp_path / "svc"), "--checkpoints", str(tmp_path)]) == 1
     assert "no encoder checkpoint" in capsys.readouterr().err
     assert not serve.is_built(tmp_path / "svc")
 

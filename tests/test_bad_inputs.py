@@ -1,0 +1,285 @@
+"""Hostile and odd inputs to the core kit: dataset archives and images. Each table row is one input.
+
+The service's requests and the saved artifacts (search index, checkpoints, ONNX files) are in
+``tests/going_further/test_bad_inputs_service.py``. Counts per category are the table lengths.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helper_utils import data
+from helper_utils.data import ClothingDataset, FetchError, fetch
+from helper_utils.going_further.export import resize_for_model
+from helper_utils.images import MAX_UPLOAD_BYTES, QueryImageError, decode_image
+from helper_utils.widgets import load_query_image
+
+TINY_COUNTS = {split: {cls: 1 for cls in data.CLASSES_10} for split in data.SPLITS}
+TOP = "clothing-dataset-small-master"
+
+
+# --------------------------------------------------------------------------- archives
+
+
+def _jpeg(color=(200, 30, 30), size=(12, 10)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def _archive(path: Path, extra=(), compression=zipfile.ZIP_STORED) -> Path:
+    """A valid tiny archive of the dataset's shape, plus ``extra`` (name, bytes) entries."""
+    with zipfile.ZipFile(path, "w", compression=compression) as zf:
+        zf.writestr(f"{TOP}/", b"")
+        zf.writestr(f"{TOP}/LICENSE", b"CC0\n")
+        for split, per_class in TINY_COUNTS.items():
+            for cls, n in per_class.items():
+                for i in range(n):
+                    zf.writestr(f"{TOP}/{split}/{cls}/{cls}_{i}.jpg", _jpeg())
+        for name, payload in extra:
+            zf.writestr(name, payload)
+    return path
+
+
+def _bomb(tmp_path):  # 60 MB of zeros in ~60 kB, named like a photo of the tree
+    path = tmp_path / "bomb.zip"
+    _archive(path)
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(f"{TOP}/train/dress/huge.jpg", bytes(60 * 1024 * 1024))
+    return path
+
+
+def _many_files(tmp_path):  # more entries than the dataset could ever hold, each a valid-looking photo
+    return _archive(tmp_path / "many.zip", [(f"{TOP}/train/dress/extra_{i}.jpg", b"x")
+                                            for i in range(data._MAX_ENTRIES + 1)])
+
+
+def _duplicates(tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns "Duplicate name": that is the point
+        return _archive(tmp_path / "dup.zip", [(f"{TOP}/train/dress/dress_0.jpg", _jpeg((0, 0, 0)))])
+
+
+def _non_utf8_name(tmp_path):
+    path = _archive(tmp_path / "latin.zip", [(f"{TOP}/train/dress/caf\u00e9.jpg", _jpeg())])
+    raw = path.read_bytes().replace("caf\u00e9".encode(), b"caf\xff\xa9")  # flagged UTF-8, not UTF-8
+    path.write_bytes(raw)
+    return path
+
+
+ARCHIVES = {
+    "zip-bomb-entry": (_bomb, "zip bomb"),
+    "too-many-entries": (_many_files, "entries; the dataset has about 3,800"),
+    "duplicate-names": (_duplicates, "duplicated entry name"),
+    "zip-slip-dotdot": (lambda t: _archive(t / "a.zip", [(f"{TOP}/../evil.jpg", b"x")]), "outside the dataset's tree"),
+    "deeper-folder": (lambda t: _archive(t / "a.zip", [(f"{TOP}/train/dress/sub/x.jpg", b"x")]), "outside the dataset's tree"),
+    "unknown-class": (lambda t: _archive(t / "a.zip", [(f"{TOP}/train/robes/x.jpg", b"x")]), "outside the dataset's tree"),
+    "unknown-split": (lambda t: _archive(t / "a.zip", [(f"{TOP}/extra/dress/x.jpg", b"x")]), "outside the dataset's tree"),
+    "not-an-image-name": (lambda t: _archive(t / "a.zip", [(f"{TOP}/train/dress/run.sh", b"x")]), "outside the dataset's tree"),
+    "top-level-file": (lambda t: _archive(t / "a.zip", [(f"{TOP}/.bashrc", b"x")]), "outside the dataset's tree"),
+    "backslash-name": (lambda t: _archive(t / "a.zip", [(f"{TOP}/train/dress/..\\..\\x.jpg", b"x")]), "outside the dataset's tree"),
+    "non-utf8-name": (_non_utf8_name, "not valid UTF-8"),
+}
+
+
+@pytest.fixture
+def root(isolated_data_root, monkeypatch):
+    monkeypatch.setattr(data, "EXPECTED_COUNTS", TINY_COUNTS)
+    isolated_data_root.mkdir()
+    return isolated_data_root
+
+
+@pytest.mark.parametrize("case", ARCHIVES)
+def test_hostile_archive_is_refused_before_extracting(root, tmp_path, case, monkeypatch):
+    build, message = ARCHIVES[case]
+    archive = build(tmp_path)
+    extracted = []
+    monkeypatch.setattr(data, "_extract_all", lambda *args: extracted.append(args))
+    with pytest.raises(FetchError, match=message.replace("(", r"\(")):
+        fetch(archive, quiet=True)
+    assert not extracted and sorted(os.listdir(root)) == []
+
+
+def test_total_unpacked_size_is_capped(root, tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_MAX_UNCOMPRESSED", 100 * 1024)  # the tiny archive holds ~40 kB of photos
+    archive = _archive(tmp_path / "big.zip", [(f"{TOP}/train/dress/big_{i}.jpg", os.urandom(30 * 1024))
+                                              for i in range(3)])
+    with pytest.raises(FetchError, match="would unpack to"):
+        fetch(archive, quiet=True)
+
+
+def test_a_good_archive_still_passes(root, tmp_path):
+    assert (fetch(_archive(tmp_path / "good.zip"), quiet=True) / ".complete").is_file()
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_killed_fetchs_work_folder_is_removed_even_when_the_dataset_exists(root, tmp_path):
+    fetch(_archive(tmp_path / "good.zip"), quiet=True)
+    dead = root / ".fetch-killed"
+    (dead / "extract").mkdir(parents=True)
+    (dead / data._OWNER_FILE).write_text(json.dumps({"pid": _dead_pid(), "host": data.socket.gethostname(),
+                                                     "started": 0}))
+    live = root / ".fetch-running"  # another fetch, still running: must stay
+    live.mkdir()
+    (live / data._OWNER_FILE).write_text(json.dumps({"pid": os.getppid(), "host": data.socket.gethostname(),
+                                                     "started": 0}))
+    foreign = root / "fetch-notes"  # not ours: never touched
+    foreign.mkdir()
+    fetch(quiet=True)  # the dataset is there: returns early, after cleaning
+    assert not dead.exists() and live.exists() and foreign.exists()
+
+
+def test_a_read_only_data_root_is_a_fetch_error_that_says_what_to_do(root, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(data.tempfile, "mkdtemp", refuse)  # root cannot be denied by chmod: tests may run as root
+    with pytest.raises(FetchError, match=r"cannot write to (.|\n)*--root DIR"):
+        fetch(_archive(tmp_path / "good.zip"), quiet=True)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def _with_declared_size(png: bytes, width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width x height`` (valid CRC), the data of a tiny image after it."""
+    ihdr = png.index(b"IHDR")
+    body = struct.pack(">II", width, height) + png[ihdr + 12:ihdr + 17]
+    crc = struct.pack(">I", zlib.crc32(b"IHDR" + body) & 0xFFFFFFFF)
+    return png[:ihdr + 4] + body + crc + png[ihdr + 21:]
+
+
+def _jpeg_declaring(width: int, height: int) -> bytes:
+    raw = bytearray(_encoded(Image.new("RGB", (16, 16), (9, 9, 9)), "JPEG"))
+    sof = raw.index(b"\xff\xc0")
+    raw[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(raw)
+
+
+def _tiff(mode, value):
+    return _encoded(Image.new(mode, (8, 8), value), "TIFF")
+
+
+def _maybe(fmt: str, mode: str = "RGB"):
+    try:
+        return _encoded(Image.new(mode, (16, 16)), fmt)
+    except (KeyError, OSError):  # no encoder for it in this Pillow build
+        return None
+
+
+IMAGES = {
+    "tiff-lab": (_tiff("LAB", (50, 0, 0)), "TIFF"),
+    "tiff-16-bit": (_tiff("I;16", 4000), "TIFF"),
+    "tiff-float": (_tiff("F", 0.5), "TIFF"),
+    "jpeg-2000": (_maybe("JPEG2000"), "JPEG 2000"),
+    "ico": (_maybe("ICO"), "ICO"),
+    "eps": (_maybe("EPS"), "EPS"),
+    "gif": (_maybe("GIF", "P"), "GIF"),
+    "bmp": (_maybe("BMP"), "BMP"),
+    "png-bomb-7700x7700": (_with_declared_size(_encoded(Image.new("L", (8, 8)), "PNG"), 7700, 7700), "Mpx"),
+    "jpeg-9000x9000": (_jpeg_declaring(9000, 9000), "Mpx"),
+    "truncated-png": (_encoded(Image.effect_noise((64, 64), 40), "PNG")[:300], "truncated or corrupt"),
+    "empty": (b"", "empty"),
+    "over-the-size-limit": (b"\xff\xd8\xff" + bytes(MAX_UPLOAD_BYTES), "MB limit"),
+    "html": (b"<html><body>rate limited</body></html>", "not a readable image"),
+}
+
+
+@pytest.mark.parametrize("case", IMAGES)
+def test_hostile_image_is_a_clear_query_image_error(case):
+    payload, message = IMAGES[case]
+    if payload is None:
+        pytest.skip(f"this Pillow cannot write {case}")
+    with pytest.raises(QueryImageError, match=message) as info:
+        load_query_image(payload, "photo")
+    assert " at 0x" not in str(info.value) and "BytesIO" not in str(info.value)  # no reprs
+
+
+def test_png_bomb_is_refused_without_decoding(monkeypatch):
+    """The pixel limit is read from the header: the decoder never runs."""
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("decoded a bomb"))
+    with pytest.raises(QueryImageError, match="Mpx"):
+        decode_image(IMAGES["png-bomb-7700x7700"][0])
+
+
+def _exif_rotated() -> bytes:
+    image = Image.new("RGB", (40, 20), (255, 255, 255))
+    image.paste((200, 0, 0), (0, 0, 10, 20))  # a red band on the left of the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    return _encoded(image, "JPEG", exif=exif.tobytes(), quality=95)
+
+
+def _deep_grey() -> bytes:
+    array = np.tile(np.linspace(0, 65535, 32, dtype=np.uint16), (32, 1))
+    return _encoded(Image.fromarray(array), "PNG")
+
+
+def _transparent() -> bytes:
+    image = Image.new("RGBA", (32, 32), (10, 200, 30, 0))  # fully transparent green: shows white
+    image.paste((10, 200, 30, 255), (0, 0, 16, 32))
+    return _encoded(image, "PNG")
+
+
+def _palette_transparent() -> bytes:
+    image = Image.new("P", (32, 32), 0)
+    image.putpalette([0, 0, 0, 250, 20, 20] + [0] * 762)
+    image.paste(1, (0, 0, 16, 32))
+    return _encoded(image, "PNG", transparency=0)
+
+
+def _grey_alpha() -> bytes:
+    return _encoded(Image.new("LA", (32, 32), (90, 0)), "PNG")
+
+
+SAME_PIXELS = {"exif-rotated-jpeg": _exif_rotated, "16-bit-grey-png": _deep_grey, "transparent-rgba-png": _transparent,
+               "palette-with-transparency": _palette_transparent, "grey-alpha-png": _grey_alpha}
+
+
+@pytest.mark.parametrize("case", SAME_PIXELS)
+def test_dataset_and_query_decode_the_same_file_to_the_same_pixels(case, make_imagefolder):
+    root = make_imagefolder(classes=["dress"], splits=["test"], per_class=1)
+    payload = SAME_PIXELS[case]()
+    (root / "clothing-dataset-small" / "test" / "dress" / "odd.png").write_bytes(payload)
+    dataset = ClothingDataset("test", classes=["dress"], root=root, cache=False)
+    row = [Path(p).name for p, _ in dataset.samples].index("odd.png")
+    query = resize_for_model(load_query_image(payload), 64)  # what the service and the widget compute
+    np.testing.assert_array_equal(dataset.images[row], query)
+
+
+def test_the_one_decoder_applies_exif_scales_16_bit_and_whitens_transparency():
+    rotated = decode_image(_exif_rotated())
+    top, bottom = rotated.getpixel((10, 2)), rotated.getpixel((10, 38))
+    assert rotated.size == (20, 40) and top[0] > 150 and top[1] < 60 and min(bottom) > 200  # the band is on top
+    grey = np.asarray(decode_image(_deep_grey()))[0, :, 0]
+    assert grey[0] == 0 and grey[-1] == 255 and len(set(grey.tolist())) == 32  # scaled, not clipped at 255
+    assert decode_image(_transparent()).getpixel((31, 0)) == (255, 255, 255)
+    assert decode_image(_palette_transparent()).getpixel((31, 0)) == (255, 255, 255)
