@@ -76,7 +76,6 @@ class ClassifierRecipe:
     weight_decay: float = 0.05  # AdamW's decoupled decay, on conv/linear weights only (not BN, not biases)
     label_smoothing: float = 0.1  # soft targets: less over-confident on look-alike classes
     class_weights: bool = True  # inverse-frequency weighted cross-entropy (notebook 01)
-    ema_decay: float | None = None  # an EMA of the weights did not help at this length (measured)
     augment: dict = field(default_factory=lambda: dict(MEDIUM_AUGMENT))
     seed: int = 42  # the same seed gives the same run on the same machine
 
@@ -148,7 +147,7 @@ def fit_classifier(recipe: ClassifierRecipe | None = None, model: nn.Module | No
     history = train_classifier(
         model, loader, TensorLoader.from_dataset(val, batch_size=256), epochs=recipe.epochs,
         optimizer=optimizer, loss_fn=loss_fn.to(device), device=device, scheduler=scheduler,
-        ema_decay=recipe.ema_decay, checkpoint_path=save_dir / "classifier_best.pt",
+        checkpoint_path=save_dir / "classifier_best.pt",
         backbone_path=save_dir / "backbone_best.pt", progress=progress)
     history["recipe"] = asdict(recipe)
     for name in ("classifier_best.pt", "backbone_best.pt"):  # say what made them, now that the run finished

@@ -145,8 +145,6 @@ def train_classifier(
     loss_fn: Callable,
     device: torch.device | str = "cpu",
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    scheduler_per_batch: bool = True,
-    ema_decay: float | None = None,
     checkpoint_path: str | os.PathLike | None = None,
     backbone_path: str | os.PathLike | None = None,
     progress: bool = True,
@@ -159,10 +157,7 @@ def train_classifier(
         train_loader, val_loader: iterables of ``(images (B, 3, H, W), targets (B,))``.
         epochs: passes over ``train_loader``.
         optimizer, loss_fn: as usual; ``loss_fn(logits, targets)``.
-        scheduler: optional; stepped after every batch (e.g. ``OneCycleLR``) or, with
-            ``scheduler_per_batch=False``, after every epoch.
-        ema_decay: keep an exponential moving average of the weights (e.g. 0.99) and
-            evaluate/checkpoint that average; ``None`` evaluates the raw weights.
+        scheduler: optional; stepped after every batch (e.g. ``OneCycleLR``).
         checkpoint_path, backbone_path: where the best epoch's whole model and backbone
             are saved (atomically); ``None`` saves nothing.
 
@@ -171,7 +166,6 @@ def train_classifier(
         ``val_acc``, ``lr``, ``epoch_seconds``; plus ``best_epoch`` (1-based) and ``best_val_acc``.
     """
     model.to(device)
-    ema = _make_ema(model, ema_decay)
     history: dict[str, list[float]] = {k: [] for k in
                                        ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds")}
     best_acc = -1.0
@@ -180,27 +174,22 @@ def train_classifier(
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
             train_loss, train_acc = _train_one_epoch(model, bars.batches(train_loader), optimizer, loss_fn, device,
-                                                     scheduler if scheduler_per_batch else None, ema)
-            if scheduler is not None and not scheduler_per_batch:
-                scheduler.step()
-            evaluated = ema.module if ema is not None else model
-            val_loss, val_acc = evaluate(evaluated, val_loader, loss_fn, device)
+                                                     scheduler)
+            val_loss, val_acc = evaluate(model, val_loader, loss_fn, device)
             _record(history, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss, val_acc=val_acc,
                     lr=optimizer.param_groups[0]["lr"], epoch_seconds=time.perf_counter() - start)
             if val_acc > best_acc:
                 best_acc = val_acc
                 history["best_epoch"], history["best_val_acc"] = epoch, val_acc
-                _save_best(evaluated, epoch, val_acc, checkpoint_path, backbone_path, epochs)
+                _save_best(model, epoch, val_acc, checkpoint_path, backbone_path, epochs)
             bars.end_epoch(loss=f"{train_loss:.3f}", val_acc=f"{val_acc:.3f}", best=f"{best_acc:.3f}")
     finally:  # also on an error or an interrupt: the batch bar goes, the epoch bar stays where it stopped
         bars.close()
-    if ema is not None:  # leave the averaged weights in the model the caller holds
-        model.load_state_dict(ema.module.state_dict())
     _finish_best(checkpoint_path, backbone_path, epochs)
     return history
 
 
-def _train_one_epoch(model, batches, optimizer, loss_fn, device, scheduler, ema):
+def _train_one_epoch(model, batches, optimizer, loss_fn, device, scheduler):
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     for images, targets in batches:
@@ -212,8 +201,6 @@ def _train_one_epoch(model, batches, optimizer, loss_fn, device, scheduler, ema)
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        if ema is not None:
-            ema.update_parameters(model)
         total_loss += loss.item() * len(targets)
         correct += (logits.argmax(dim=1) == targets).sum().item()
         seen += len(targets)
@@ -289,15 +276,6 @@ def train_siamese(
 def _record(history: dict, **values: float) -> None:
     for key, value in values.items():
         history.setdefault(key, []).append(float(value))
-
-
-def _make_ema(model: nn.Module, decay: float | None):
-    if decay is None:
-        return None
-    if not 0.0 < decay < 1.0:
-        raise ValueError(f"ema_decay should be between 0 and 1, got {decay!r}")
-    return torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _save_best(model: nn.Module, epoch: int, val_acc: float, checkpoint_path, backbone_path,

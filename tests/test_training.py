@@ -51,16 +51,6 @@ def test_train_classifier_learns_and_checkpoints(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_ema_weights_end_in_the_model():
-    images, targets = _separable_data()
-    loader = TensorLoader(images, targets, batch_size=16)
-    model = MobileNetLikeClassifier(num_classes=2)
-    history = train_classifier(model, loader, loader, epochs=2, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-                               loss_fn=nn.CrossEntropyLoss(), ema_decay=0.9, progress=False)
-    _, acc = evaluate(model, loader)
-    assert acc == history["val_acc"][-1]
-
-
 def test_save_checkpoint_leaves_old_file_on_failure(tmp_path, monkeypatch):
     path = save_checkpoint({"state_dict": {"w": torch.ones(1)}}, tmp_path / "c.pt")
 
