@@ -196,6 +196,27 @@ def _preamble(record: Path, settings: Settings) -> str:
     )
 
 
+async def _interrupt(client, deadline: float) -> bool:
+    """Interrupt a cell that ran past its limit; True once the kernel answers again.
+
+    The kernel drops requests that arrive while the interrupted cell still runs, so the next cell
+    is sent only after a ``pass`` has run.
+    """
+    await client.km.interrupt_kernel()
+    for _ in range(3):
+        client.timeout = int(min(10, deadline - time.monotonic()))
+        if client.timeout < 1:
+            return False
+        try:
+            msg_id = client.kc.execute("pass", store_history=False, stop_on_error=False)
+            reply = await client.async_wait_for_reply(msg_id)
+        except Exception:  # no answer: the code swallows KeyboardInterrupt, or the kernel is gone
+            return False
+        if reply and reply["content"].get("status") == "ok":
+            return True
+    return False
+
+
 async def _stop(client) -> None:
     """Kill the kernel if it is still there (a failed start skips nbclient's own clean-up)."""
     import atexit
@@ -277,7 +298,9 @@ async def grade_notebook(learner: str, folder: Path, notebook: str, workdir: Pat
                     if kind in ("preamble", "setup"):
                         stopped = "timeout"
                         break
-                    await client.km.interrupt_kernel()  # an endless loop; the next cells may still run
+                    if not await _interrupt(client, deadline):
+                        stopped = "timeout"
+                        break
                 except CellExecutionError as e:
                     for owner in owners:
                         trouble.setdefault(owner, ("error", f"the {kind} cell raised {_error_line(e)}"))
