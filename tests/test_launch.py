@@ -103,12 +103,13 @@ def test_colab_cell_installs_the_kit_from_the_tag(tmp_path):
     source = re.sub(r'^REPO = .*$', f'REPO = "file://{clone}"', source, count=1, flags=re.M)
 
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    # No pip of its own: the venv's bundled pip may predate git+file:// requirements; this one is recent.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    # The kit's dependencies (torch...) come from this environment, after the venv's own packages,
-    # so only the kit itself is installed: from the tag, not from this working tree.
+    # pip and the kit's dependencies (torch...) come from this environment, after the venv's own
+    # packages, so only the kit itself is installed: from the tag, not from this working tree.
     Path(site, "kit-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
     content = tmp_path / "content"  # Colab's working folder

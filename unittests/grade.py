@@ -44,7 +44,6 @@ __all__ = ["Settings", "grade_class", "grade_submissions", "learners", "shard_of
 KIT = Path(__file__).resolve().parents[1]  # the kit's root: its helper_utils/ and unittests/ go first on the path
 LEARNER_NOTEBOOKS = KIT / "notebooks"
 RUN_TAGS = ("export", "setup", "exercise")  # the cells of a submission that run; never the training cells
-_GRADER_CALL = re.compile(r"\bunittests\.(test_\w+)\s*\(")
 
 
 @dataclass(frozen=True)
@@ -67,24 +66,14 @@ def _tags(cell) -> set[str]:
     return set(cell.get("metadata", {}).get("tags", []) or [])
 
 
-def _kit_grader_cells(notebook: str) -> list[tuple[str, str]]:
-    """``(grader name, source)`` of the kit's grader cells in ``notebook``."""
-    import nbformat
-
-    nb = nbformat.read(LEARNER_NOTEBOOKS / f"{notebook}.ipynb", as_version=4)
-    cells = []
-    for cell in nb.cells:
-        if cell.cell_type == "code" and "grader" in _tags(cell):
-            match = _GRADER_CALL.search(cell.source)
-            if match:
-                cells.append((match.group(1), cell.source))
-    return cells
-
-
 def _kit_setup_cells(notebook: str) -> list[str]:
+    """The kit's set-up cells of ``notebook``; none when the kit is installed without its notebooks."""
     import nbformat
 
-    nb = nbformat.read(LEARNER_NOTEBOOKS / f"{notebook}.ipynb", as_version=4)
+    path = LEARNER_NOTEBOOKS / f"{notebook}.ipynb"
+    if not path.is_file():
+        return []
+    nb = nbformat.read(path, as_version=4)
     return [c.source for c in nb.cells if c.cell_type == "code" and _tags(c) & {"export", "setup"}]
 
 
@@ -268,12 +257,17 @@ async def grade_notebook(learner: str, folder: Path, notebook: str, workdir: Pat
         return _results(learner, notebook, exercises, "error", f"{path.name} could not be read: {_error_line(e)}")
 
     scratch = workdir / "scratch" / learner / notebook
-    shutil.copytree(folder, scratch, symlinks=True)
+    try:
+        shutil.copytree(folder, scratch, symlinks=True)
+    except (OSError, shutil.Error) as e:  # an unreadable file, a socket...
+        return _results(learner, notebook, exercises, "error", f"the folder could not be copied: {_error_line(e)}")
     record = workdir / "records" / f"{learner}.{notebook}.jsonl"
     record.parent.mkdir(parents=True, exist_ok=True)
 
     program = [("preamble", _preamble(record, settings), ())] + cells
-    program += [("grader", source, (grader,)) for grader, source in _kit_grader_cells(notebook)]
+    # The grader calls come from the points table (the kit's grader cells, tests/test_grade.py checks),
+    # never from the submission.
+    program += [("grader", e.call, (e.grader,)) for e in exercises]
     run_nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for _, src, _ in program])
     client = _client_class()(run_nb, km=_kernel_manager(zygote), timeout=settings.cell_timeout_s,
                              allow_errors=False, interrupt_on_timeout=False, record_timing=False,
@@ -381,7 +375,11 @@ async def grade_class(submissions: Path, notebooks: list[str], names: list[str],
 
         async def one(learner: str, notebook: str) -> list[ExerciseResult]:
             async with gate:
-                return await grade_notebook(learner, submissions / learner, notebook, workdir, settings, zygote)
+                try:
+                    return await grade_notebook(learner, submissions / learner, notebook, workdir, settings, zygote)
+                except Exception as e:  # a bug of the grader's own must not lose the rest of the class
+                    return _results(learner, notebook, notebook_exercises(notebook), "error",
+                                    f"the grader failed: {_error_line(e)}")
 
         try:
             jobs = [one(learner, notebook) for learner in names for notebook in notebooks]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Exercise", "EXERCISES", "notebook_exercises", "exercise_of"]
+__all__ = ["Exercise", "EXERCISES", "CORE_NOTEBOOKS", "notebook_exercises", "exercise_of"]
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,11 @@ class Exercise:
     grader: str  # the unittests function that checks it
     defines: tuple[str, ...]  # the names its exercise cell defines
     points: int = 1
+
+    @property
+    def call(self) -> str:
+        """The grader cell's code, e.g. ``unittests.test_block(InvertedResidualBlock)``."""
+        return f"unittests.{self.grader}({', '.join(self.defines)})"
 
 
 EXERCISES: tuple[Exercise, ...] = (
