@@ -313,3 +313,13 @@ def test_slurm_array_job_covers_every_shard_once():
     got = [grader_cli._shard(_bash(shard, {"SLURM_ARRAY_TASK_ID": str(i), "SLURM_ARRAY_TASK_COUNT": str(n)}))
            for i in range(first, last + 1)]
     assert got == [(i, n) for i in range(1, n + 1)]
+
+
+def test_plain_kernels_grade_alike(tmp_path):
+    """--no-fork: every kernel started from scratch (no zygote) gives the same gradebook."""
+    subs = tmp_path / "submissions"
+    _write(subs / "solutions", B, _notebook("solution", B))
+    _write(subs / "untouched", B, _notebook("learner", B))
+    settings = grader_cli.Settings(fork=False, notebook_timeout_s=120)
+    results = grader_cli.grade_submissions(subs, tmp_path / "grades.csv", [B], settings=settings)
+    assert [(r.learner, r.status, r.points) for r in results] == [("solutions", "ok", 1), ("untouched", "failed", 0)]
