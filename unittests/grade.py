@@ -323,12 +323,13 @@ async def grade_notebook(learner: str, folder: Path, notebook: str, workdir: Pat
 def _exercise_result(learner, notebook, exercise: Exercise, records, trouble, stopped) -> ExerciseResult:
     result = ExerciseResult(learner, notebook, exercise.name, exercise.points, "error")
     cases = records.get(exercise.grader)
+    own = trouble.get(exercise.name)
+    grader = trouble.get(exercise.grader)
     if cases is not None:
         result.cases = cases
         result.status = "ok" if cases and all(c["passed"] for c in cases) else "failed"
+        result.note = own[1] if own else ""  # e.g. the exercise cell raised after defining the answer
         return result
-    own = trouble.get(exercise.name)
-    grader = trouble.get(exercise.grader)
     if own and own[0] == "timeout" or grader and grader[0] == "timeout":
         result.status, result.note = "timeout", (own or grader)[1]
     elif stopped:
