@@ -12,13 +12,14 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)  # containers often r
 # nbval executes each notebook once; tools.course_report prints the numbers they printed, per notebook, at the end
 NBVAL_FLAGS := -p tools.course_report --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=1200 -p no:cacheprovider --durations=10
 
-.PHONY: help setup going-further data dev-data lab test test-fast test-notebooks test-browser release bench bench-scale bench-pipeline bench-course export-onnx serve loadtest
+.PHONY: help setup going-further data dev-data lab test test-fast test-notebooks test-browser release grade grade-args bench bench-scale bench-pipeline bench-course export-onnx serve loadtest
 
 help:
 	@echo "make lab        set up .venv, fetch the data, start JupyterLab on notebooks/"
 	@echo "make test       set up .venv, fetch the data, run the whole test suite (nbval included)"
 	@echo "make test-fast  the fast unit tests only"
 	@echo "make test-browser  notebook 06's search widget in JupyterLab + headless Chromium (screenshot in artifacts/browser/)"
+	@echo "make grade SUBMISSIONS=path  grade a class's notebooks: grades.csv and feedback/ (docs/INSTRUCTORS.md)"
 	@echo "make release    regenerate the learner notebooks and helper_utils/reference/ from notebooks/solutions/"
 	@echo "make going-further  install what notebooks 09-10 need (FAISS, ONNX, FastAPI)"
 	@echo "make bench      train the tutorial, core and going-further recipes (3 seeds), rewrite the README table"
@@ -73,6 +74,15 @@ test-notebooks: dev-data
 release: $(DEV_STAMP)
 	$(BIN)/python -m tools.release --clean
 	$(BIN)/python -m tools.release
+
+# Instructors: one folder per learner in SUBMISSIONS; writes $(GRADES) and feedback/<learner>.md beside it.
+# GRADE_ARGS passes options on, e.g. GRADE_ARGS="--shard 2/4" or "--notebooks 02_inverted_residual_block".
+GRADES ?= grades.csv
+grade-args:  # checked before the install, so a forgotten SUBMISSIONS fails at once
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=path/to/submissions [GRADES=grades.csv] [GRADE_ARGS=...]"; exit 2; }
+
+grade: grade-args $(DEV_STAMP)
+	$(BIN)/python -m unittests.grade "$(SUBMISSIONS)" --out "$(GRADES)" $(GRADE_ARGS)
 
 # About 45 minutes on a 2-core CPU; a GPU is used when present. Writes docs/results/bench_results.{json,md}.
 bench: dev-data
