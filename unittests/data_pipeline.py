@@ -219,7 +219,8 @@ def _weights(fn: Any, targets: Any, num_classes: int) -> torch.Tensor:
              "CrossEntropyLoss(weight=...) needs one")
     if not isinstance(out, torch.Tensor):
         fail(f"{what}: a float tensor", _describe(out),
-             "compute_class_weights returned None: did you forget `return weights`?" if out is None
+             "compute_class_weights returned None: replace the None placeholders (`counts = None`, "
+             "`weights = None`) with your code" if out is None
              else "return a float tensor of length num_classes")
     if not out.is_floating_point():
         fail(f"{what}: a float tensor", f"dtype {out.dtype}",
@@ -302,7 +303,8 @@ def test_class_weights(compute_class_weights):
     """Grade notebook 01's ``compute_class_weights(targets, num_classes)`` (pass the function)."""
     fn = compute_class_weights
     return grade("test_class_weights", [
-        Case("compute_class_weights is defined", lambda: require_callable(fn, "compute_class_weights"), required=True),
+        Case("compute_class_weights is defined",
+             lambda: require_answer(fn, "compute_class_weights", lambda f: f([0, 0, 1], 2) is None), required=True),
         Case("returns a float tensor of length num_classes", lambda: _case_cw_type(fn), required=True),
         Case("weights proportional to 1 / count", lambda: _case_cw_inverse(fn)),
         Case("rare classes get larger weights", lambda: _case_cw_rare(fn)),

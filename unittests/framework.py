@@ -40,6 +40,7 @@ __all__ = [
     "check",
     "fail",
     "grade",
+    "is_stub_instance",
     "placeholder",
     "require_answer",
     "require_callable",

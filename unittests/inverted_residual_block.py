@@ -28,7 +28,7 @@ from unittests._checks import (
     _randomize,
     _gradient_case,
 )
-from unittests.framework import Case, check, fail, grade, require_callable
+from unittests.framework import Case, check, fail, grade, is_stub_instance, require_answer
 
 __all__ = ["test_block"]
 
@@ -311,7 +311,9 @@ def test_block(InvertedResidualBlock):
     """Grade notebook 02's ``InvertedResidualBlock`` class (pass the class, not an instance)."""
     B = InvertedResidualBlock
     return grade("test_block", [
-        Case("InvertedResidualBlock is defined", lambda: require_callable(B, "InvertedResidualBlock"), required=True),
+        Case("InvertedResidualBlock is defined",
+             lambda: require_answer(B, "InvertedResidualBlock",
+                                    lambda b: is_stub_instance(b(16, 24, 2, 3), _STAGES[:3])), required=True),
         Case("builds with (in_channels, out_channels, stride, expansion_factor)", lambda: _case_build(B),
              required=True),
         Case("has the stages expand, depthwise, project, shortcut", lambda: _case_stages(B), required=True),

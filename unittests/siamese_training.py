@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from helper_utils.reference import MobileNetBackbone
-from unittests.framework import Case, check, fail, grade, require_callable
+from unittests.framework import Case, check, fail, grade, is_stub_instance, require_answer
 
 __all__ = ["test_siamese_encoder", "test_siamese_network"]
 
@@ -136,7 +136,10 @@ def _encoder_case_gradients(SiameseEncoder):
 def test_siamese_encoder(SiameseEncoder):
     """Grade ``SiameseEncoder(backbone)``: pooled, flattened backbone features ``(B, C)``."""
     cases = [
-        Case("SiameseEncoder is defined", lambda: require_callable(SiameseEncoder, "SiameseEncoder"), required=True),
+        Case("SiameseEncoder is defined",
+             lambda: require_answer(SiameseEncoder, "SiameseEncoder",
+                                    lambda e: is_stub_instance(e(_tiny_backbone()), ("backbone", "representation"))),
+             required=True),
         Case("builds from a backbone", lambda: _encoder_case_builds(SiameseEncoder), required=True),
         Case("keeps the backbone it was given", lambda: _encoder_case_backbone(SiameseEncoder)),
         Case("representation pools and flattens", lambda: _encoder_case_representation(SiameseEncoder)),
@@ -278,7 +281,10 @@ def _network_case_gradients(SiameseNetwork):
 def test_siamese_network(SiameseNetwork):
     """Grade ``SiameseNetwork(embedding_network)``: one shared network, three embeddings."""
     cases = [
-        Case("SiameseNetwork is defined", lambda: require_callable(SiameseNetwork, "SiameseNetwork"), required=True),
+        Case("SiameseNetwork is defined",
+             lambda: require_answer(SiameseNetwork, "SiameseNetwork",
+                                    lambda n: is_stub_instance(n(_tiny_embedder()), ("embedding_network",))),
+             required=True),
         Case("builds from an embedding network", lambda: _network_case_builds(SiameseNetwork), required=True),
         Case("forward returns three embeddings", lambda: _network_case_three(SiameseNetwork)),
         Case("each output embeds its own input, in order", lambda: _network_case_values(SiameseNetwork)),

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from unittests.framework import Case, check, fail, grade, require_callable
+from unittests.framework import Case, check, fail, grade, is_stub_instance, require_answer
 
 __all__ = ["test_triplet_dataset"]
 
@@ -218,7 +218,10 @@ def _case_loads(TripletDataset):
 def test_triplet_dataset(TripletDataset):
     """Grade ``TripletDataset(dataset)`` on a small fake ImageFolder of four classes."""
     cases = [
-        Case("TripletDataset is defined", lambda: require_callable(TripletDataset, "TripletDataset"), required=True),
+        Case("TripletDataset is defined",
+             lambda: require_answer(TripletDataset, "TripletDataset",
+                                    lambda t: is_stub_instance(_build(t)[1], ("labels", "label_to_indices"))),
+             required=True),
         Case("builds from a dataset of (image, label)", lambda: _case_builds(TripletDataset), required=True),
         Case("__len__ equals the wrapped dataset's", lambda: _case_len(TripletDataset)),
         Case("an item is (anchor, positive, negative) images", lambda: _case_items(TripletDataset), required=True),

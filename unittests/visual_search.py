@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms as T
 
-from unittests.framework import Case, check, fail, grade, require_callable
+from unittests.framework import Case, check, fail, grade, require_answer
 
 __all__ = ["test_find_closest", "test_get_embeddings", "test_query_embedding"]
 
@@ -59,6 +59,14 @@ def _call(fn, *args, **kwargs):
             if pattern in str(e):
                 fail("no exception", f"{type(e).__name__}: {e}", hint)
         raise
+
+
+def _returns_none(run) -> bool:
+    """True when ``run()`` gives what the untouched stub gives: None, or the error of calling a method on it."""
+    try:
+        return run() is None
+    except AttributeError as e:  # the stub's `return embedding.cpu().numpy()` with embedding still None
+        return "'NoneType' object has no attribute" in str(e)
 
 
 # --------------------------------------------------------------------------- encoders
@@ -180,7 +188,10 @@ def test_query_embedding(get_query_img_embedding):
     """Grade ``get_query_img_embedding(encoder, transform, img, device) -> np.ndarray (1, D)``."""
     fn = get_query_img_embedding
     cases = [
-        Case("get_query_img_embedding is defined", lambda: require_callable(fn, "get_query_img_embedding"),
+        Case("get_query_img_embedding is defined",
+             lambda: require_answer(fn, "get_query_img_embedding",
+                                    lambda f: _returns_none(lambda: f(_encoder(), _QUERY_TRANSFORM, _query_image(),
+                                                                      "cpu"))),
              required=True),
         Case("runs on a PIL image", lambda: _query_case_runs(fn), required=True),
         Case("returns a float NumPy array of shape (1, D)", lambda: _query_case_type(fn)),
@@ -276,7 +287,10 @@ def test_get_embeddings(get_embeddings):
     """Grade ``get_embeddings(encoder, dataset, device, batch_size=...) -> np.ndarray (N, D)``."""
     fn = get_embeddings
     cases = [
-        Case("get_embeddings is defined", lambda: require_callable(fn, "get_embeddings"), required=True),
+        Case("get_embeddings is defined",
+             lambda: require_answer(fn, "get_embeddings",
+                                    lambda f: _returns_none(lambda: f(_encoder(), _FakeTensorDataset(5), "cpu", 4))),
+             required=True),
         Case("runs on a dataset of (image, label) pairs", lambda: _embeddings_case_runs(fn), required=True),
         Case("returns a float NumPy array (N, D), N not a multiple of batch_size", lambda: _embeddings_case_type(fn)),
         Case("puts the encoder in eval mode", lambda: _embeddings_case_eval(fn)),
@@ -365,7 +379,10 @@ def test_find_closest(find_closest):
     fn = find_closest
     n = len(_CATALOG)
     cases = [
-        Case("find_closest is defined", lambda: require_callable(fn, "find_closest"), required=True),
+        Case("find_closest is defined",
+             lambda: require_answer(fn, "find_closest",
+                                    lambda f: _returns_none(lambda: f(_CATALOG.copy(), _QUERY.copy(), 3))),
+             required=True),
         Case("returns k integer indices as a NumPy array", lambda: _check_indices(_call(fn, _CATALOG, _QUERY, k=3), 3),
              required=True),
         Case("nearest first by Euclidean distance (query (1, D), k=3)", lambda: _closest_case(fn, _QUERY, 3)),
