@@ -161,7 +161,7 @@ def _case_blocks(Backbone: Any) -> None:
         if n != n_ref:
             wrong_e = [f for f in range(1, 9) if f != e and _count(_RefBlock(cin, cout, s, f)) == n]
             got.append(f"blocks[{i}]: {n} parameters, expected {n_ref}")
-            hints.append(f"{want}: its expansion_factor is {wrong_e[0]}" if wrong_e else want)
+            hints.append(f"{want}: expected expansion_factor {e}, got {wrong_e[0]}" if wrong_e else want)
     check(not got, expected="blocks 16->24 (stride 2, e=3), 24->32 (stride 2, e=3), 32->64 (stride 2, e=6)",
           got="; ".join(got), hint="; ".join(hints))
 

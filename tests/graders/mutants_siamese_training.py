@@ -272,6 +272,11 @@ class NoGetEmbedding(TutorialNetwork):
     get_embedding = None
 
 
+class RotatedOrder(TutorialNetwork):
+    def forward(self, anchor, positive, negative):
+        return self.embedding_network(negative), self.embedding_network(anchor), self.embedding_network(positive)
+
+
 NETWORK_MUTANTS = {
     "two separate encoders": (TwoEncodersNetwork, "holds the one shared network's weights only"),
     "copies the network": (ThreeCopiesNetwork, "outputs follow the shared weights"),
@@ -280,6 +285,7 @@ NETWORK_MUTANTS = {
     "normalises in forward": (NormalisesForwardOnly, "each output embeds its own input, in order"),
     "anchor three times": (AnchorThreeTimes, "each output embeds its own input, in order"),
     "positive and negative swapped": (SwappedOrder, "each output embeds its own input, in order"),
+    "outputs rotated": (RotatedOrder, "(anchor, positive, negative)"),
     "negative detached": (DetachedNegative, "gradients reach the shared network from all three outputs"),
     "extra head": (ExtraHeadNetwork, "holds the one shared network's weights only"),
     "no get_embedding": (NoGetEmbedding, "get_embedding(x) equals the embedding network's output"),
