@@ -188,15 +188,17 @@ def _query_case_values(get_query_img_embedding, dim: int, seed: int, device: Any
                              "dimension with unsqueeze(0) and return encoder(x)", _query_shape_hint(out, want))
 
 
+def _query_untouched(get_query_img_embedding) -> bool:
+    return _returns_none(lambda: get_query_img_embedding(_encoder(), copy.deepcopy(_QUERY_TRANSFORM), _query_image(),
+                                                         "cpu"))
+
+
 def test_query_embedding(get_query_img_embedding):
     """Grade ``get_query_img_embedding(encoder, transform, img, device) -> np.ndarray (1, D)``."""
     fn = get_query_img_embedding
     cases = [
         Case("get_query_img_embedding is defined",
-             lambda: require_answer(fn, "get_query_img_embedding",
-                                    lambda f: _returns_none(lambda: f(_encoder(), copy.deepcopy(_QUERY_TRANSFORM), _query_image(),
-                                                                      "cpu"))),
-             required=True),
+             lambda: require_answer(fn, "get_query_img_embedding", _query_untouched), required=True),
         Case("runs on a PIL image", lambda: _query_case_runs(fn), required=True),
         Case("returns a float NumPy array of shape (1, D)", lambda: _query_case_type(fn)),
         Case("puts the encoder in eval mode", lambda: _query_case_eval(fn)),

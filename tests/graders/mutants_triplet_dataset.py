@@ -263,7 +263,8 @@ class LabelsThroughGetitem(TutorialTripletDataset):
     def __init__(self, dataset):
         self.dataset = dataset
         self.labels = [label for _, label in dataset]
-        self.label_to_indices = {label: [i for i, y in enumerate(self.labels) if y == label] for label in set(self.labels)}
+        self.label_to_indices = {label: [i for i, y in enumerate(self.labels) if y == label]
+                                 for label in set(self.labels)}
 
 
 class OtherAttributeNames(TutorialTripletDataset):
@@ -274,8 +275,6 @@ class OtherAttributeNames(TutorialTripletDataset):
         targets = list(dataset.targets)
         self.labels = list(range(len(set(targets))))
         self.labels_to_indices = {c: [i for i, y in enumerate(targets) if y == c] for c in self.labels}
-        self.label_to_indices = self.labels_to_indices
-        del self.label_to_indices
 
     def __getitem__(self, index):
         anchor_label = self.dataset.targets[index]

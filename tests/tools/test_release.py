@@ -110,7 +110,8 @@ def _region_lines(source):
 
 
 @pytest.mark.parametrize("typo", [
-    "###START CODE HERE###", "### START CODE HERE", "### START CODE HERE ##", "# START CODE HERE", "### start code here ###",
+    "###START CODE HERE###", "### START CODE HERE", "### START CODE HERE ##", "# START CODE HERE",
+    "### start code here ###",
     "### END CODE HERE", "###END CODE HERE###", "### END CODE HERE ####", "## END CODE HERE ##",
     "###STUB: x = None", "### STUB x = None", "# STUB: x = None",
 ])
