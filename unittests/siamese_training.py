@@ -81,7 +81,7 @@ def _encoder_case_representation(SiameseEncoder):
     check(isinstance(rep, nn.Module), expected="an nn.Module attribute `representation`", got=type(rep).__name__,
           hint="self.representation = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())")
     fmap = torch.randn(2, 64, 4, 4)
-    out = rep(fmap)
+    out = rep(fmap.clone())  # the learner's copy: fmap stays the grader's
     check(isinstance(out, torch.Tensor) and out.shape == (2, 64), expected="representation: (2, 64, 4, 4) -> (2, 64)",
           got=_shape(out), hint=_encoder_shape_hint(out, fmap))
     check(torch.allclose(out, fmap.mean(dim=(2, 3)), atol=_ATOL), expected="the mean of each channel over H and W",
@@ -199,7 +199,7 @@ def _network_case_values(SiameseNetwork):
     net = SiameseNetwork(emb)
     inputs = _triplet_batch()
     with torch.no_grad():
-        out = _three(net(*inputs))
+        out = _three(net(*(x.clone() for x in inputs)))
         want = [emb(x) for x in inputs]
     names = ("anchor", "positive", "negative")
     for k, name in enumerate(names):
@@ -229,7 +229,7 @@ def _network_case_identical(SiameseNetwork):
     net = SiameseNetwork(_tiny_embedder())
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
-        a, p, n = _three(net(x, x.clone(), x.clone()))
+        a, p, n = _three(net(x.clone(), x.clone(), x.clone()))
     check(torch.allclose(a, p, atol=_ATOL) and torch.allclose(a, n, atol=_ATOL),
           expected="the same embedding three times for three identical images", got="different embeddings",
           hint="anchor, positive and negative must go through the same network with the same weights")
@@ -241,7 +241,7 @@ def _network_case_follows_weights(SiameseNetwork):
     inputs = _triplet_batch()
     with torch.no_grad():
         emb[-1].bias.add_(1.0)  # what an optimiser step on the shared network does
-        out = _three(net(*inputs))
+        out = _three(net(*(x.clone() for x in inputs)))
         want = [emb(x) for x in inputs]
     moved = [name for name, o, w in zip(("anchor", "positive", "negative"), out, want)
              if not torch.allclose(o, w, atol=_ATOL)]
@@ -273,7 +273,7 @@ def _network_case_gradients(SiameseNetwork):
     inputs = _triplet_batch()
     for k, name in enumerate(("anchor", "positive", "negative")):
         emb.zero_grad(set_to_none=True)
-        out = _three(net(*inputs))
+        out = _three(net(*(x.clone() for x in inputs)))
         check(out[k].requires_grad, expected=f"the {name} embedding carries gradients", got="no autograd graph",
               hint=f"don't detach the {name} embedding or compute it under torch.no_grad()")
         out[k].pow(2).sum().backward()
