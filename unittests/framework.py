@@ -3,7 +3,13 @@
 A grader is a list of cases. Each case is a function that returns normally when the learner's
 code behaves, or calls :func:`check` / :func:`fail`, which stop the case with what was
 expected, what was got and a hint. Any other exception raised by learner code becomes a
-failed case too, so a grader never crashes a notebook (unless strict mode asks it to).
+failed case too (``sys.exit()`` included), so a grader never crashes a notebook (unless strict
+mode asks it to); only a real KeyboardInterrupt gets through.
+
+An exercise still left as its stub gets one message instead of a failure per case: the first
+case calls :func:`require_answer` (or :func:`placeholder`). After a failed ``required`` case
+the rest are not run, and the report says so in one line. Every case runs in a known state
+(gradients on, float32, one thread, seeded); the learner's global state is given back after.
 
 Example::
 
@@ -328,7 +334,8 @@ def _global_state() -> dict[str, Any]:
         "python_rng": random.getstate(),
         "numpy_rng": np.random.get_state(),
         "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        # only when CUDA is in use already: asking for its state would start it (seconds, and memory)
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
     }
 
 
