@@ -63,4 +63,7 @@ def test_graders_fail_cleanly_on_the_learner_stub(path, monkeypatch):
     reports = _run(learner, monkeypatch)  # an exception here means the stub itself does not run
     for call, report in reports:
         assert not report, f"{call} passes on the empty stub"
-        assert "failed" in report.summary()
+        assert report.summary().endswith("failed")
+        # one message that names the exercise to fill in, not one failure per case
+        assert report.placeholder, f"{call} does not recognise the untouched stub:\n{report}"
+        assert report.text().count("TODO") == 1 and "FAIL" not in report.text(), report.text()

@@ -49,10 +49,14 @@ KEPT_METADATA = ("kernelspec", "language_info")
 
 REFERENCE = REPO / "helper_utils" / "reference"
 _STUB_LINE = re.compile(r"^(\s*)### STUB:\s?(.*)$")
+# Anything that looks like a marker: a comment line starting with START/END CODE HERE or STUB, in any case
+# and spacing. A misspelled marker is not recognised as one, so the solution after it would reach the
+# learner copy: such a line is refused rather than copied.
+_LOOKS_LIKE_MARKER = re.compile(r"^#+\s*((start|end)\s*code\s*here|stub)\b", re.IGNORECASE)
 
 
 class ReleaseError(ValueError):
-    """A solution notebook whose exercise markers don't pair up."""
+    """A solution notebook whose exercise markers don't pair up, or a misspelled marker."""
 
 
 def make_learner_source(source: str, where: str = "cell") -> str:
@@ -61,6 +65,10 @@ def make_learner_source(source: str, where: str = "cell") -> str:
     inside = False
     for number, line in enumerate(source.splitlines(), start=1):
         stripped = line.strip()
+        if (_LOOKS_LIKE_MARKER.match(stripped) and stripped not in (START, END)
+                and not _STUB_LINE.match(line)):
+            raise ReleaseError(f"{where}, line {number}: {stripped!r} looks like an exercise marker but is not one; "
+                               f"the markers are exactly {START!r}, {END!r} and {STUB!r} followed by the stub line")
         if stripped == START:
             if inside:
                 raise ReleaseError(f"{where}, line {number}: START inside another exercise region")

@@ -41,7 +41,8 @@ def _call(fn: Callable, *args: Any, what: str, hint: str | Callable[[Exception],
 def _tensor(value: Any, what: str, hint: str = "") -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         if value is None:
-            hint = f"{what} returned None: did it forget to `return` its result?"
+            hint = (f"{what} returned None: replace the None placeholders left in it (every `= None` line of the "
+                    f"exercise), and make sure it returns its result")
         fail(f"{what} to return a tensor", _describe(value), hint)
     return value
 

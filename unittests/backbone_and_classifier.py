@@ -31,7 +31,7 @@ from unittests._checks import (
     _tensor,
 )
 from unittests.inverted_residual_block import _STAGES
-from unittests.framework import Case, check, fail, grade, require_callable
+from unittests.framework import Case, check, fail, grade, is_stub_instance, require_answer
 
 __all__ = ["test_backbone", "test_classifier"]
 
@@ -161,7 +161,7 @@ def _case_blocks(Backbone: Any) -> None:
         if n != n_ref:
             wrong_e = [f for f in range(1, 9) if f != e and _count(_RefBlock(cin, cout, s, f)) == n]
             got.append(f"blocks[{i}]: {n} parameters, expected {n_ref}")
-            hints.append(f"{want}: its expansion_factor is {wrong_e[0]}" if wrong_e else want)
+            hints.append(f"{want}: expected expansion_factor {e}, got {wrong_e[0]}" if wrong_e else want)
     check(not got, expected="blocks 16->24 (stride 2, e=3), 24->32 (stride 2, e=3), 32->64 (stride 2, e=6)",
           got="; ".join(got), hint="; ".join(hints))
 
@@ -253,7 +253,9 @@ def test_backbone(MobileNetBackbone):
     """Grade notebook 03's ``MobileNetBackbone`` class (pass the class, not an instance)."""
     M = MobileNetBackbone
     return grade("test_backbone", [
-        Case("MobileNetBackbone is defined", lambda: require_callable(M, "MobileNetBackbone"), required=True),
+        Case("MobileNetBackbone is defined",
+             lambda: require_answer(M, "MobileNetBackbone", lambda b: is_stub_instance(b(), ("stem", "blocks"))),
+             required=True),
         Case("builds, with stem, blocks and _make_block", lambda: _case_backbone_build(M), required=True),
         Case("[B, 3, 64, 64] -> [B, 64, 4, 4], and other sizes", lambda: _case_backbone_shapes(M)),
         Case("stem: 3x3 conv stride 2, 3 -> 16, BN, ReLU", lambda: _case_stem(M)),
@@ -392,8 +394,9 @@ def test_classifier(MobileNetLikeClassifier):
     """Grade notebook 03's ``MobileNetLikeClassifier`` class (pass the class, not an instance)."""
     M = MobileNetLikeClassifier
     return grade("test_classifier", [
-        Case("MobileNetLikeClassifier is defined", lambda: require_callable(M, "MobileNetLikeClassifier"),
-             required=True),
+        Case("MobileNetLikeClassifier is defined",
+             lambda: require_answer(M, "MobileNetLikeClassifier",
+                                    lambda c: is_stub_instance(c(), ("backbone", "head"))), required=True),
         Case("builds, with backbone and head", lambda: _case_classifier_build(M), required=True),
         Case("logits [B, num_classes] (num_classes 7, 10, 3)", lambda: _case_logits_shape(M)),
         Case("raw logits (no softmax)", lambda: _case_raw_logits(M)),

@@ -2,8 +2,9 @@
 
 The transforms are checked on small synthetic PIL images: output type and shape for several
 input sizes, the normalisation (solid colours have known outputs), determinism and no
-augmentation in validation, randomness in training. The class weights are checked for
-proportionality to ``1 / count`` (any positive scale is correct).
+augmentation in validation, randomness, a left-right flip and a rotation in training. The class
+weights are checked for proportionality to ``1 / count`` (any positive scale is correct) and
+for weight 0 on a class with no images.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from PIL import Image
 
 from unittests._checks import _call, _describe
-from unittests.framework import Case, check, fail, grade, require_callable
+from unittests.framework import Case, check, fail, grade, placeholder, require_answer, require_callable
 
 __all__ = ["test_transforms", "test_class_weights"]
 
@@ -165,14 +166,37 @@ def _case_train_random(train_transform: Any) -> None:
                "transforms.RandomRotation(10), before ToTensor")
 
 
+_DRAWS = 16  # a flip with p=0.5 shows both ways, and a rotation of up to 10 degrees shows, in 16 draws
+
+
+def _case_train_flips_and_rotates(train_transform: Any) -> None:
+    # A horizontal flip reverses channel 0's left-to-right gradient of the pattern image.
+    flips = set()
+    for _ in range(_DRAWS):
+        out = _apply(train_transform, _pattern(), "train_transform")
+        left, right = out[0, :, :_SIZE // 2].mean().item(), out[0, :, _SIZE // 2:].mean().item()
+        flips.add(left > right)
+    check(len(flips) == 2, expected=f"some of {_DRAWS} outputs flipped left-right, some not",
+          got="always flipped" if flips == {True} else "never flipped",
+          hint="add transforms.RandomHorizontalFlip() (p=0.5) to train_transform, before ToTensor")
+    # A rotation of a white image fills its corners (black by default, or 0 after Normalize): darker than the centre.
+    rotated = 0
+    for _ in range(_DRAWS):
+        out = _apply(train_transform, _solid((255, 255, 255), (_SIZE, _SIZE)), "train_transform")
+        corners = torch.stack([out[:, :3, :3], out[:, :3, -3:], out[:, -3:, :3], out[:, -3:, -3:]]).mean()
+        rotated += bool(corners < out[:, 24:40, 24:40].mean() - 0.5)
+    check(rotated > 0, expected=f"some of {_DRAWS} outputs of a white image rotated (corners filled)",
+          got="corners never filled: no rotation",
+          hint="add transforms.RandomRotation(10) to train_transform, before ToTensor")
+
+
 def test_transforms(train_transform, val_transform):
     """Grade notebook 01's ``train_transform`` and ``val_transform`` (pass the transform objects)."""
     tr, va = train_transform, val_transform
 
     def _defined() -> None:
         if tr is None and va is None:
-            fail("`train_transform` and `val_transform` to be defined", "None, None",
-                 "both are still None placeholders: write them in the exercise cell and run it")
+            placeholder("train_transform` and `val_transform")
         require_callable(tr, "train_transform")
         require_callable(va, "val_transform")
 
@@ -185,6 +209,7 @@ def test_transforms(train_transform, val_transform):
         Case("val_transform is deterministic", lambda: _case_val_deterministic(va)),
         Case("val_transform does not augment", lambda: _case_val_no_augmentation(va)),
         Case("train_transform is random (augments)", lambda: _case_train_random(tr)),
+        Case("train_transform flips left-right and rotates", lambda: _case_train_flips_and_rotates(tr)),
     ])
 
 
@@ -206,7 +231,7 @@ def _weights(fn: Any, targets: Any, num_classes: int) -> torch.Tensor:
             return ("with a tensor of targets each element is a 0-d tensor, not an int (a Counter or dict keyed "
                     "by them finds no ints): convert first, e.g. torch.as_tensor(list(targets)) or targets.tolist()")
         if isinstance(err, ZeroDivisionError) or "division by zero" in str(err):
-            return ("a class with no samples has count 0: give it weight 0 (or any value) instead of dividing by zero, "
+            return ("a class with no samples has count 0: give it weight 0 instead of dividing by zero, "
                     "e.g. torch.bincount(targets, minlength=num_classes) and divide only where count > 0")
         if isinstance(err, TypeError) and ("argument" in str(err) or "positional" in str(err)):
             return f"the signature should be {_CW_SIGNATURE}"
@@ -220,7 +245,8 @@ def _weights(fn: Any, targets: Any, num_classes: int) -> torch.Tensor:
              "CrossEntropyLoss(weight=...) needs one")
     if not isinstance(out, torch.Tensor):
         fail(f"{what}: a float tensor", _describe(out),
-             "compute_class_weights returned None: did you forget `return weights`?" if out is None
+             "compute_class_weights returned None: replace the None placeholders (`counts = None`, "
+             "`weights = None`) with your code" if out is None
              else "return a float tensor of length num_classes")
     if not out.is_floating_point():
         fail(f"{what}: a float tensor", f"dtype {out.dtype}",
@@ -295,15 +321,19 @@ def _case_cw_absent(fn: Any) -> None:
     counts = [3, 1, 2, 0, 0]  # classes 3 and 4 never occur: num_classes is larger than the largest label
     w = _weights(fn, _targets(counts), len(counts))
     _check_inverse(w, torch.tensor(counts), "with 2 classes absent")
-    check(not torch.isnan(w).any() and not (w < 0).any(), expected="no NaN or negative weight for absent classes",
-          got=[round(v, 4) for v in w.tolist()], hint="give a class with no samples weight 0")
+    absent = w[torch.tensor(counts) == 0]
+    check(bool((absent == 0).all()), expected="weight 0 for the absent classes 3 and 4",
+          got=[round(v, 4) for v in w.tolist()],
+          hint="give a class with no images weight 0 (not inf or NaN from 1/0): divide only where count > 0, "
+               "e.g. torch.where(counts > 0, total / counts, torch.zeros_like(counts))")
 
 
 def test_class_weights(compute_class_weights):
     """Grade notebook 01's ``compute_class_weights(targets, num_classes)`` (pass the function)."""
     fn = compute_class_weights
     return grade("test_class_weights", [
-        Case("compute_class_weights is defined", lambda: require_callable(fn, "compute_class_weights"), required=True),
+        Case("compute_class_weights is defined",
+             lambda: require_answer(fn, "compute_class_weights", lambda f: f([0, 0, 1], 2) is None), required=True),
         Case("returns a float tensor of length num_classes", lambda: _case_cw_type(fn), required=True),
         Case("weights proportional to 1 / count", lambda: _case_cw_inverse(fn)),
         Case("rare classes get larger weights", lambda: _case_cw_rare(fn)),

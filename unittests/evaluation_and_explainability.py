@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from helper_utils.going_further.explain import grad_cam as _reference
 from unittests._checks import _call, _describe
-from unittests.framework import Case, check, fail, grade, require_callable
+from unittests.framework import Case, check, fail, grade, require_answer
 
 __all__ = ["test_grad_cam"]
 
@@ -213,7 +213,8 @@ def test_grad_cam(grad_cam):
     """Grade ``grad_cam(activations, gradients, size=(64, 64)) -> (B, H, W)`` heatmaps in ``[0, 1]``."""
     fn = grad_cam
     cases = [
-        Case("grad_cam is defined", lambda: require_callable(fn, "grad_cam"), required=True),
+        Case("grad_cam is defined",
+             lambda: require_answer(fn, "grad_cam", lambda f: f(*_seeded_maps(), (64, 64)) is None), required=True),
         Case("runs on (B, K, h, w) activations and gradients", lambda: _case_runs(fn), required=True),
         Case("returns a float tensor (B, H, W) at the photo's size", lambda: _case_type(fn), required=True),
         Case("values in [0, 1], each map's maximum is 1", lambda: _case_range(fn)),

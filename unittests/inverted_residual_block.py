@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
 from helper_utils.reference import InvertedResidualBlock as _RefBlock
 from unittests._checks import (
@@ -28,7 +29,7 @@ from unittests._checks import (
     _randomize,
     _gradient_case,
 )
-from unittests.framework import Case, check, fail, grade, require_callable
+from unittests.framework import Case, check, fail, grade, is_stub_instance, require_answer
 
 __all__ = ["test_block"]
 
@@ -100,6 +101,66 @@ def _case_stages(Block: Any) -> None:
             if value is None:
                 fail(f"`{name}` to be a module", "None", f"self.{name} is still None: build it. {_STAGE_HINTS[name]}")
             _module(value, name, _STAGE_HINTS[name])
+
+
+_ADDS = {torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__, torch.Tensor.__radd__,
+         torch.Tensor.__iadd__}
+
+
+class _AddOperands(TorchFunctionMode):
+    """Notes the operands of every addition, to see what forward adds to the branch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.operands: list[Any] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _ADDS:
+            self.operands += list(args[:2])
+        return func(*args, **(kwargs or {}))
+
+
+def _skip_source(block: nn.Module, x: torch.Tensor) -> str | None:
+    """The stage whose output forward uses as its skip (``x`` overwritten before the skip), else None.
+
+    The skip is what the shortcut receives, or what is added to the branch; it should be the
+    block's input. Hooks note the expand and depthwise outputs; an error later in forward (the
+    shapes rarely match) is no obstacle: what was used is noted before the failing operation runs.
+    """
+    outputs: dict[str, torch.Tensor] = {}
+    used: list[Any] = []
+    hooks = []
+    for name in ("expand", "depthwise"):
+        stage = getattr(block, name, None)
+        if isinstance(stage, nn.Module):
+            hooks.append(stage.register_forward_hook(lambda m, i, o, name=name: outputs.setdefault(name, o)))
+    shortcut = getattr(block, "shortcut", None)
+    if isinstance(shortcut, nn.Module):
+        hooks.append(shortcut.register_forward_pre_hook(lambda m, inputs: used.extend(inputs[:1])))
+    adds = _AddOperands()
+    try:
+        with torch.no_grad(), adds:
+            block(x)
+    except Exception:  # the mistake usually breaks forward; the other cases report the error itself
+        pass
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for name, out in outputs.items():
+        if any(t is out for t in used + adds.operands):
+            return name
+    return None
+
+
+def _case_skip_from_input(Block: Any) -> None:
+    for cin, cout, s, e, h, w in (_IDENTITY, _SHORTCUT):
+        block = _build(Block, cin, cout, s, e).eval()
+        source = _skip_source(block, torch.randn(2, cin, h, w))
+        if source is not None:
+            fail("the skip taken from the block's input x (x itself, or shortcut(x))",
+                 f"the skip taken from {source}'s output: x was overwritten before the skip",
+                 "take the skip from the block's input: keep x as it came in (e.g. out = self.expand(x), not "
+                 "x = self.expand(x)), then add x, or self.shortcut(x), to the branch")
 
 
 def _case_output_shapes(Block: Any) -> None:
@@ -311,10 +372,13 @@ def test_block(InvertedResidualBlock):
     """Grade notebook 02's ``InvertedResidualBlock`` class (pass the class, not an instance)."""
     B = InvertedResidualBlock
     return grade("test_block", [
-        Case("InvertedResidualBlock is defined", lambda: require_callable(B, "InvertedResidualBlock"), required=True),
+        Case("InvertedResidualBlock is defined",
+             lambda: require_answer(B, "InvertedResidualBlock",
+                                    lambda b: is_stub_instance(b(16, 24, 2, 3), _STAGES[:3])), required=True),
         Case("builds with (in_channels, out_channels, stride, expansion_factor)", lambda: _case_build(B),
              required=True),
         Case("has the stages expand, depthwise, project, shortcut", lambda: _case_stages(B), required=True),
+        Case("the skip is taken from the block's input", lambda: _case_skip_from_input(B), required=True),
         Case("output shapes (stride 1 and 2, odd and non-square inputs)", lambda: _case_output_shapes(B)),
         Case("expand: 1x1 conv to in_channels*expansion_factor, BN, ReLU", lambda: _case_expand(B)),
         Case("depthwise: 3x3, one filter per channel, the block's stride", lambda: _case_depthwise(B)),

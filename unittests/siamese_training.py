@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from helper_utils.reference import MobileNetBackbone
-from unittests.framework import Case, check, fail, grade, require_callable
+from unittests.framework import Case, check, fail, grade, is_stub_instance, require_answer
 
 __all__ = ["test_batch_hard_triplet_loss", "test_pairwise_distances", "test_recall_at_k", "test_siamese_encoder",
            "test_siamese_network"]
@@ -85,7 +85,7 @@ def _encoder_case_representation(SiameseEncoder):
     check(isinstance(rep, nn.Module), expected="an nn.Module attribute `representation`", got=type(rep).__name__,
           hint="self.representation = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())")
     fmap = torch.randn(2, 64, 4, 4)
-    out = rep(fmap)
+    out = rep(fmap.clone())  # the learner's copy: fmap stays the grader's
     check(isinstance(out, torch.Tensor) and out.shape == (2, 64), expected="representation: (2, 64, 4, 4) -> (2, 64)",
           got=_shape(out), hint=_encoder_shape_hint(out, fmap))
     check(torch.allclose(out, fmap.mean(dim=(2, 3)), atol=_ATOL), expected="the mean of each channel over H and W",
@@ -140,7 +140,10 @@ def _encoder_case_gradients(SiameseEncoder):
 def test_siamese_encoder(SiameseEncoder):
     """Grade ``SiameseEncoder(backbone)``: pooled, flattened backbone features ``(B, C)``."""
     cases = [
-        Case("SiameseEncoder is defined", lambda: require_callable(SiameseEncoder, "SiameseEncoder"), required=True),
+        Case("SiameseEncoder is defined",
+             lambda: require_answer(SiameseEncoder, "SiameseEncoder",
+                                    lambda e: is_stub_instance(e(_tiny_backbone()), ("backbone", "representation"))),
+             required=True),
         Case("builds from a backbone", lambda: _encoder_case_builds(SiameseEncoder), required=True),
         Case("keeps the backbone it was given", lambda: _encoder_case_backbone(SiameseEncoder)),
         Case("representation pools and flattens", lambda: _encoder_case_representation(SiameseEncoder)),
@@ -181,6 +184,9 @@ def _three(out: Any):
     return out
 
 
+_ORDER_HINT = "the outputs are in the wrong order: return the (anchor, positive, negative) embeddings in that order"
+
+
 def _network_case_builds(SiameseNetwork):
     net = SiameseNetwork(_tiny_embedder())
     check(isinstance(net, nn.Module), expected="an nn.Module", got=type(net).__name__,
@@ -197,7 +203,7 @@ def _network_case_values(SiameseNetwork):
     net = SiameseNetwork(emb)
     inputs = _triplet_batch()
     with torch.no_grad():
-        out = _three(net(*inputs))
+        out = _three(net(*(x.clone() for x in inputs)))
         want = [emb(x) for x in inputs]
     names = ("anchor", "positive", "negative")
     for k, name in enumerate(names):
@@ -205,8 +211,7 @@ def _network_case_values(SiameseNetwork):
             continue
         other = [names[j] for j in range(3) if torch.allclose(out[k], want[j], atol=_ATOL)]
         if other:
-            hint = (f"output {k} is the embedding of the {other[0]}: return the (anchor, positive, negative) "
-                    "embeddings in that order")
+            hint = f"output {k} is the embedding of the {other[0]}: {_ORDER_HINT}"
         elif torch.allclose(nn.functional.normalize(want[k], dim=1), out[k], atol=_ATOL):
             hint = "return the embedding network's output as is: no normalisation"
         else:
@@ -228,7 +233,7 @@ def _network_case_identical(SiameseNetwork):
     net = SiameseNetwork(_tiny_embedder())
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
-        a, p, n = _three(net(x, x.clone(), x.clone()))
+        a, p, n = _three(net(x.clone(), x.clone(), x.clone()))
     check(torch.allclose(a, p, atol=_ATOL) and torch.allclose(a, n, atol=_ATOL),
           expected="the same embedding three times for three identical images", got="different embeddings",
           hint="anchor, positive and negative must go through the same network with the same weights")
@@ -240,13 +245,15 @@ def _network_case_follows_weights(SiameseNetwork):
     inputs = _triplet_batch()
     with torch.no_grad():
         emb[-1].bias.add_(1.0)  # what an optimiser step on the shared network does
-        out = _three(net(*inputs))
+        out = _three(net(*(x.clone() for x in inputs)))
         want = [emb(x) for x in inputs]
     moved = [name for name, o, w in zip(("anchor", "positive", "negative"), out, want)
              if not torch.allclose(o, w, atol=_ATOL)]
+    follows = all(any(torch.allclose(o, w, atol=_ATOL) for w in want) for o in out)  # in some order
     check(not moved, expected="all three outputs follow a change to the shared network's weights",
-          got=f"{moved} did not", hint="the network copies the embedding network (copy.deepcopy or a new "
-                                       "encoder): keep and use the one you were given")
+          got=f"{moved} did not" if not follows else f"{moved} are the embeddings of other inputs",
+          hint=_ORDER_HINT if follows else "the network copies the embedding network (copy.deepcopy or a new "
+                                           "encoder): keep and use the one you were given")
 
 
 def _network_case_get_embedding(SiameseNetwork):
@@ -270,7 +277,7 @@ def _network_case_gradients(SiameseNetwork):
     inputs = _triplet_batch()
     for k, name in enumerate(("anchor", "positive", "negative")):
         emb.zero_grad(set_to_none=True)
-        out = _three(net(*inputs))
+        out = _three(net(*(x.clone() for x in inputs)))
         check(out[k].requires_grad, expected=f"the {name} embedding carries gradients", got="no autograd graph",
               hint=f"don't detach the {name} embedding or compute it under torch.no_grad()")
         out[k].pow(2).sum().backward()
@@ -282,7 +289,10 @@ def _network_case_gradients(SiameseNetwork):
 def test_siamese_network(SiameseNetwork):
     """Grade ``SiameseNetwork(embedding_network)``: one shared network, three embeddings."""
     cases = [
-        Case("SiameseNetwork is defined", lambda: require_callable(SiameseNetwork, "SiameseNetwork"), required=True),
+        Case("SiameseNetwork is defined",
+             lambda: require_answer(SiameseNetwork, "SiameseNetwork",
+                                    lambda n: is_stub_instance(n(_tiny_embedder()), ("embedding_network",))),
+             required=True),
         Case("builds from an embedding network", lambda: _network_case_builds(SiameseNetwork), required=True),
         Case("forward returns three embeddings", lambda: _network_case_three(SiameseNetwork)),
         Case("each output embeds its own input, in order", lambda: _network_case_values(SiameseNetwork)),

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from unittests.framework import Case, check, fail, grade, require_callable
+from unittests.framework import Case, check, fail, grade, is_stub_instance, require_answer
 
 __all__ = ["test_triplet_dataset"]
 
@@ -120,6 +120,43 @@ def _case_builds(TripletDataset):
           hint="TripletDataset(dataset) should build a dataset object")
 
 
+def _case_no_loads_in_init(TripletDataset):
+    data, _ = _build(TripletDataset)
+    check(data.loads == 0, expected="no image loaded while building (labels read from dataset.targets)",
+          got=f"{data.loads} images loaded through dataset[i] in __init__ ({len(data)} items)",
+          hint="build the label map from dataset.targets without loading images: reading labels through "
+               "dataset[i] decodes and transforms every photo only to throw it away")
+
+
+def _case_attributes(TripletDataset):
+    data, triplets = _build(TripletDataset)
+    if not hasattr(triplets, "label_to_indices"):
+        fail("an attribute `self.label_to_indices`", "no such attribute",
+             "name the label -> indices map self.label_to_indices, as the exercise says: later cells of the "
+             "notebook use it")
+    if not hasattr(triplets, "labels"):
+        fail("an attribute `self.labels`", "no such attribute",
+             "keep the labels in self.labels, as the exercise says: one int label per item, from dataset.targets")
+    try:
+        labels = [int(label) for label in triplets.labels]
+    except (TypeError, ValueError) as e:
+        fail("self.labels: one int label per item", f"{type(e).__name__}: {e}",
+             "self.labels holds one int label per item of the wrapped dataset: [int(t) for t in dataset.targets]")
+    check(labels == data.targets, expected=f"self.labels == dataset.targets ({len(data)} labels, one per item)",
+          got=f"{len(labels)} labels: {labels}",
+          hint="self.labels holds one int label per item of the wrapped dataset (not the list of class ids): "
+               "[int(t) for t in dataset.targets]")
+    mapping = triplets.label_to_indices
+    want = {label: [i for i, y in enumerate(data.targets) if y == label] for label in sorted(set(data.targets))}
+    try:
+        got = {int(label): sorted(int(i) for i in indices) for label, indices in dict(mapping).items()}
+    except (TypeError, ValueError) as e:
+        fail("self.label_to_indices: a dict label -> list of indices", f"{type(e).__name__}: {e}",
+             "self.label_to_indices maps each label to the list of indices that have it")
+    check(got == want, expected=f"self.label_to_indices == {want}", got=got,
+          hint="self.label_to_indices maps each label to the list of the indices that have it, every index once")
+
+
 def _case_len(TripletDataset):
     data, triplets = _build(TripletDataset)
     n = len(triplets)
@@ -218,8 +255,14 @@ def _case_loads(TripletDataset):
 def test_triplet_dataset(TripletDataset):
     """Grade ``TripletDataset(dataset)`` on a small fake ImageFolder of four classes."""
     cases = [
-        Case("TripletDataset is defined", lambda: require_callable(TripletDataset, "TripletDataset"), required=True),
+        Case("TripletDataset is defined",
+             lambda: require_answer(TripletDataset, "TripletDataset",
+                                    lambda t: is_stub_instance(_build(t)[1], ("labels", "label_to_indices"))),
+             required=True),
         Case("builds from a dataset of (image, label)", lambda: _case_builds(TripletDataset), required=True),
+        Case("builds its label map without loading images", lambda: _case_no_loads_in_init(TripletDataset)),
+        Case("self.labels and self.label_to_indices as the exercise describes",
+             lambda: _case_attributes(TripletDataset)),
         Case("__len__ equals the wrapped dataset's", lambda: _case_len(TripletDataset)),
         Case("an item is (anchor, positive, negative) images", lambda: _case_items(TripletDataset), required=True),
         Case("the anchor is the image at the index", lambda: _case_anchor(TripletDataset)),

@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms as T
 
-from unittests.framework import Case, check, fail, grade, require_callable
+from unittests.framework import Case, check, fail, grade, require_answer
 
 __all__ = ["test_find_closest", "test_get_embeddings", "test_query_embedding"]
 
@@ -47,7 +47,11 @@ _ERROR_HINTS = [
     ("argument: 'batch_size'", "give batch_size a default value: def get_embeddings(..., batch_size=64)"),
     ("argument: 'k'", "give k a default of 5: def find_closest(embeddings, query_embedding, k=5)"),
     ("requires grad", "run the encoder under torch.no_grad() before converting to NumPy"),
+    ("0-dimensional", None),  # filled in below: needs _NO_AXIS
 ]
+_NO_AXIS = ("norm per row: axis=1. np.linalg.norm(embeddings - query_embedding, axis=1) gives one distance per "
+            "catalog item; without axis it is one number, the norm of the whole matrix")
+_ERROR_HINTS[-1] = ("0-dimensional", _NO_AXIS)
 
 
 def _call(fn, *args, **kwargs):
@@ -59,6 +63,14 @@ def _call(fn, *args, **kwargs):
             if pattern in str(e):
                 fail("no exception", f"{type(e).__name__}: {e}", hint)
         raise
+
+
+def _returns_none(run) -> bool:
+    """True when ``run()`` gives what the untouched stub gives: None, or the error of calling a method on it."""
+    try:
+        return run() is None
+    except AttributeError as e:  # the stub's `return embedding.cpu().numpy()` with embedding still None
+        return "'NoneType' object has no attribute" in str(e)
 
 
 # --------------------------------------------------------------------------- encoders
@@ -139,12 +151,12 @@ def _query_shape_hint(out: Any, want: np.ndarray) -> str:
 
 def _query_case_runs(get_query_img_embedding):
     enc, img, _, _ = _query_setup()
-    _call(get_query_img_embedding, enc, _QUERY_TRANSFORM, img, "cpu")
+    _call(get_query_img_embedding, enc, copy.deepcopy(_QUERY_TRANSFORM), img, "cpu")
 
 
 def _query_case_type(get_query_img_embedding):
     enc, img, want, _ = _query_setup()
-    out = _call(get_query_img_embedding, enc, _QUERY_TRANSFORM, img, "cpu")
+    out = _call(get_query_img_embedding, enc, copy.deepcopy(_QUERY_TRANSFORM), img, "cpu")
     check(isinstance(out, np.ndarray), expected="np.ndarray", got=_describe(out),
           hint=_not_array_hint(out, "return the NumPy array itself (.cpu().numpy()), not a list"))
     check(out.shape == want.shape, expected=f"shape {want.shape} (one query, D = {want.shape[1]})",
@@ -155,7 +167,7 @@ def _query_case_type(get_query_img_embedding):
 
 def _query_case_eval(get_query_img_embedding):
     enc, img, _, rec = _query_setup()
-    _call(get_query_img_embedding, enc, _QUERY_TRANSFORM, img, "cpu")
+    _call(get_query_img_embedding, enc, copy.deepcopy(_QUERY_TRANSFORM), img, "cpu")
     check(rec.calls, expected="the encoder to be called", got="no call", hint="run the encoder on the query image")
     check(not any(training for training, _ in rec.calls), expected="the encoder in eval mode", got="training mode",
           hint="call encoder.eval() before embedding: BatchNorm and Dropout behave differently in training mode")
@@ -163,7 +175,7 @@ def _query_case_eval(get_query_img_embedding):
 
 def _query_case_no_grad(get_query_img_embedding):
     enc, img, _, rec = _query_setup()
-    _call(get_query_img_embedding, enc, _QUERY_TRANSFORM, img, "cpu")
+    _call(get_query_img_embedding, enc, copy.deepcopy(_QUERY_TRANSFORM), img, "cpu")
     check(rec.calls, expected="the encoder to be called", got="no call", hint="run the encoder on the query image")
     check(not any(grad for _, grad in rec.calls), expected="the encoder run under torch.no_grad()",
           got="gradients enabled", hint="wrap the forward pass in `with torch.no_grad():` (no graph, less memory)")
@@ -171,17 +183,22 @@ def _query_case_no_grad(get_query_img_embedding):
 
 def _query_case_values(get_query_img_embedding, dim: int, seed: int, device: Any):
     enc, img, want, rec = _query_setup(dim, seed)
-    out = _call(get_query_img_embedding, enc, _QUERY_TRANSFORM, img, device)
+    out = _call(get_query_img_embedding, enc, copy.deepcopy(_QUERY_TRANSFORM), img, device)
     _compare(out, want, rec, "apply the `transform` argument to the image (not another transform), add the batch "
                              "dimension with unsqueeze(0) and return encoder(x)", _query_shape_hint(out, want))
+
+
+def _query_untouched(get_query_img_embedding) -> bool:
+    return _returns_none(lambda: get_query_img_embedding(_encoder(), copy.deepcopy(_QUERY_TRANSFORM), _query_image(),
+                                                         "cpu"))
 
 
 def test_query_embedding(get_query_img_embedding):
     """Grade ``get_query_img_embedding(encoder, transform, img, device) -> np.ndarray (1, D)``."""
     fn = get_query_img_embedding
     cases = [
-        Case("get_query_img_embedding is defined", lambda: require_callable(fn, "get_query_img_embedding"),
-             required=True),
+        Case("get_query_img_embedding is defined",
+             lambda: require_answer(fn, "get_query_img_embedding", _query_untouched), required=True),
         Case("runs on a PIL image", lambda: _query_case_runs(fn), required=True),
         Case("returns a float NumPy array of shape (1, D)", lambda: _query_case_type(fn)),
         Case("puts the encoder in eval mode", lambda: _query_case_eval(fn)),
@@ -276,7 +293,10 @@ def test_get_embeddings(get_embeddings):
     """Grade ``get_embeddings(encoder, dataset, device, batch_size=...) -> np.ndarray (N, D)``."""
     fn = get_embeddings
     cases = [
-        Case("get_embeddings is defined", lambda: require_callable(fn, "get_embeddings"), required=True),
+        Case("get_embeddings is defined",
+             lambda: require_answer(fn, "get_embeddings",
+                                    lambda f: _returns_none(lambda: f(_encoder(), _FakeTensorDataset(5), "cpu", 4))),
+             required=True),
         Case("runs on a dataset of (image, label) pairs", lambda: _embeddings_case_runs(fn), required=True),
         Case("returns a float NumPy array (N, D), N not a multiple of batch_size", lambda: _embeddings_case_type(fn)),
         Case("puts the encoder in eval mode", lambda: _embeddings_case_eval(fn)),
@@ -340,6 +360,8 @@ def _check_indices(out: Any, k: int) -> np.ndarray:
     if out.shape != (k,):
         if out.shape == (k + 1,):
             hint = "off by one: keep exactly k indices ([:k])"
+        elif out.size == 1 and k > 1:
+            hint = f"a single index: were the distances one number? {_NO_AXIS}"
         elif out.shape == ():
             hint = "argmin/argmax gives one index: sort with np.argsort and keep the first k"
         elif out.ndim == 2 and out.size == k:
@@ -353,7 +375,12 @@ def _check_indices(out: Any, k: int) -> np.ndarray:
 
 
 def _closest_case(find_closest, query: np.ndarray, k: Any):
-    out = _call(find_closest, _CATALOG, query) if k is None else _call(find_closest, _CATALOG, query, k=k)
+    catalog, query = _CATALOG.copy(), query.copy()  # the learner's to modify: the grader's own stay intact
+    out = _call(find_closest, catalog, query) if k is None else _call(find_closest, catalog, query, k=k)
+    if not (np.array_equal(catalog, _CATALOG) and np.array_equal(query.reshape(_QUERY.shape), _QUERY)):
+        fail("the embeddings and the query unchanged", "find_closest changed the embeddings passed in",
+             "find_closest changed the embeddings passed in (e.g. `embeddings -= query_embedding`): later cells "
+             "search that catalog again; compute `embeddings - query_embedding` into a new array")
     k = 5 if k is None else k
     out = _check_indices(out, k)
     want = _euclidean_order(_CATALOG, _QUERY)[:k]
@@ -365,9 +392,12 @@ def test_find_closest(find_closest):
     fn = find_closest
     n = len(_CATALOG)
     cases = [
-        Case("find_closest is defined", lambda: require_callable(fn, "find_closest"), required=True),
-        Case("returns k integer indices as a NumPy array", lambda: _check_indices(_call(fn, _CATALOG, _QUERY, k=3), 3),
+        Case("find_closest is defined",
+             lambda: require_answer(fn, "find_closest",
+                                    lambda f: _returns_none(lambda: f(_CATALOG.copy(), _QUERY.copy(), 3))),
              required=True),
+        Case("returns k integer indices as a NumPy array",
+             lambda: _check_indices(_call(fn, _CATALOG.copy(), _QUERY.copy(), k=3), 3), required=True),
         Case("nearest first by Euclidean distance (query (1, D), k=3)", lambda: _closest_case(fn, _QUERY, 3)),
         Case("query of shape (D,)", lambda: _closest_case(fn, _QUERY[0], 3)),
         Case("k=1 gives the single nearest", lambda: _closest_case(fn, _QUERY, 1)),

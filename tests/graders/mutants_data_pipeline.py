@@ -43,7 +43,8 @@ def _functional_val(img):
 def _functional_train(img):
     if torch.rand(1).item() < 0.5:
         img = TF.hflip(img)
-    return _functional_val(img)
+    img = TF.resize(img, [64, 64])
+    return _functional_val(TF.rotate(img, float(torch.empty(1).uniform_(-10, 10))))
 
 
 TRANSFORMS_CORRECT = {
@@ -94,6 +95,13 @@ TRANSFORMS_MUTANTS = {
     "normalize-only-in-val": (_pair([T.Resize((64, 64)), *_AUG, T.ToTensor()],
                                     [T.Resize((64, 64)), T.ToTensor(), T.Normalize(HALF, HALF)]),
                               "in train_transform too"),
+    "flip-without-rotation": (_pair([T.Resize((64, 64)), T.RandomHorizontalFlip(), T.ToTensor(),
+                                     T.Normalize(HALF, HALF)],
+                                    [T.Resize((64, 64)), T.ToTensor(), T.Normalize(HALF, HALF)]),
+                              "add transforms.RandomRotation(10)"),
+    "rotation-without-flip": (_pair([T.Resize((64, 64)), T.RandomRotation(10), T.ToTensor(), T.Normalize(HALF, HALF)],
+                                    [T.Resize((64, 64)), T.ToTensor(), T.Normalize(HALF, HALF)]),
+                              "add transforms.RandomHorizontalFlip()"),
 }
 
 
@@ -109,21 +117,32 @@ def weights_tutorial(targets, num_classes):
 
 
 def weights_numpy_normalised(targets, num_classes):
-    """numpy counting, 1/count normalised to sum 1, infinite for absent classes."""
+    """numpy counting, 1/count normalised to sum 1, 0 for absent classes."""
     counts = np.bincount(np.asarray(list(targets), dtype=np.int64), minlength=num_classes).astype(np.float64)
-    with np.errstate(divide="ignore"):
-        inverse = 1.0 / counts
-    inverse = inverse / inverse[np.isfinite(inverse)].sum()
-    return torch.from_numpy(inverse).float()
+    inverse = np.divide(1.0, counts, out=np.zeros_like(counts), where=counts > 0)
+    return torch.from_numpy(inverse / inverse.sum()).float()
 
 
 def weights_reciprocal(targets, num_classes):
-    counts = torch.bincount(torch.as_tensor(targets).long().flatten(), minlength=num_classes)
-    return counts.float().reciprocal()  # inf where a class is absent: never gathered by the loss
+    counts = torch.bincount(torch.as_tensor(targets).long().flatten(), minlength=num_classes).float()
+    return torch.where(counts > 0, counts.reciprocal(), torch.zeros_like(counts))
 
 
 WEIGHTS_CORRECT = {"tutorial": weights_tutorial, "numpy-normalised": weights_numpy_normalised,
                    "reciprocal": weights_reciprocal}
+
+
+def weights_inf_for_absent(targets, num_classes):
+    counts = torch.bincount(torch.as_tensor(targets).long().flatten(), minlength=num_classes)
+    return counts.float().reciprocal()  # inf where a class has no images
+
+
+def weights_nan_normalised_absent(targets, num_classes):
+    """numpy 1/count with inf for absent classes, normalised over the finite ones."""
+    counts = np.bincount(np.asarray(list(targets), dtype=np.int64), minlength=num_classes).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        inverse = 1.0 / counts
+    return torch.from_numpy(inverse / inverse[np.isfinite(inverse)].sum()).float()
 
 
 def weights_stub(targets, num_classes):
@@ -188,4 +207,6 @@ WEIGHTS_MUTANTS = {
     "integer-division": (weights_integer, "use float division"),
     "zero-division": (weights_zero_division, "instead of dividing by zero"),
     "counter-on-tensor": (weights_counter_on_tensor, "torch.as_tensor(list(targets))"),
+    "inf-for-absent-class": (weights_inf_for_absent, "give a class with no images weight 0"),
+    "inf-normalised-for-absent-class": (weights_nan_normalised_absent, "give a class with no images weight 0"),
 }

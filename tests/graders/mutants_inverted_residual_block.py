@@ -237,6 +237,22 @@ class NoSuperInit(nn.Module):
         self.expand = _cbr(in_channels, in_channels * expansion_factor)
 
 
+class SkipAfterExpand(Reference):
+    """Overwrites x before taking the skip: the skip gets the expanded tensor."""
+
+    def forward(self, x):
+        x = self.expand(x)
+        skip = x if self.shortcut is None else self.shortcut(x)
+        return F.relu(self.project(self.depthwise(x)) + skip)
+
+
+class SkipAfterDepthwise(Reference):
+    def forward(self, x):
+        x = self.depthwise(self.expand(x))
+        skip = x if self.shortcut is None else self.shortcut(x)
+        return F.relu(self.project(x) + skip)
+
+
 # name: (mutant, a phrase the hints of its failed cases must contain)
 MUTANTS = {
     "missing-residual-add": (NoResidual, "missing residual add"),
@@ -253,4 +269,6 @@ MUTANTS = {
     "shortcut-unused": (ShortcutUnused, "missing residual add"),
     "project-without-batchnorm": (ProjectWithoutBatchNorm, "project: missing BatchNorm2d"),
     "no-super-init": (NoSuperInit, "super().__init__()"),
+    "skip-after-expand": (SkipAfterExpand, "take the skip from the block's input"),
+    "skip-after-depthwise": (SkipAfterDepthwise, "take the skip from the block's input"),
 }

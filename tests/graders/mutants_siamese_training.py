@@ -274,6 +274,18 @@ class NoGetEmbedding(TutorialNetwork):
     get_embedding = None
 
 
+class RotatedOrder(TutorialNetwork):
+    def forward(self, anchor, positive, negative):
+        return self.embedding_network(negative), self.embedding_network(anchor), self.embedding_network(positive)
+
+
+class ScalesInputsInPlace(TutorialNetwork):
+    """Rescales the caller's images in place before embedding them."""
+
+    def forward(self, anchor, positive, negative):
+        return tuple(self.embedding_network(x.mul_(2.0)) for x in (anchor, positive, negative))
+
+
 NETWORK_MUTANTS = {
     "two separate encoders": (TwoEncodersNetwork, "holds the one shared network's weights only"),
     "copies the network": (ThreeCopiesNetwork, "outputs follow the shared weights"),
@@ -282,6 +294,8 @@ NETWORK_MUTANTS = {
     "normalises in forward": (NormalisesForwardOnly, "each output embeds its own input, in order"),
     "anchor three times": (AnchorThreeTimes, "each output embeds its own input, in order"),
     "positive and negative swapped": (SwappedOrder, "each output embeds its own input, in order"),
+    "outputs rotated": (RotatedOrder, "(anchor, positive, negative)"),
+    "rescales its inputs in place": (ScalesInputsInPlace, "each output embeds its own input, in order"),
     "negative detached": (DetachedNegative, "gradients reach the shared network from all three outputs"),
     "extra head": (ExtraHeadNetwork, "holds the one shared network's weights only"),
     "no get_embedding": (NoGetEmbedding, "get_embedding(x) equals the embedding network's output"),

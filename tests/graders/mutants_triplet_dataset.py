@@ -14,11 +14,11 @@ from torch.utils.data import Dataset
 
 
 class TutorialTripletDataset(Dataset):
-    """The tutorial's answer: iterates the dataset once in __init__ for the labels, then random.choice."""
+    """The tutorial's answer with labels read from ``targets``: numpy arrays of indices, then random.choice."""
 
     def __init__(self, dataset):
         self.dataset = dataset
-        self.labels = [label for _, label in dataset]
+        self.labels = list(dataset.targets)
         self.label_to_indices = {label: np.where(np.array(self.labels) == label)[0]
                                  for label in set(self.labels)}
 
@@ -43,6 +43,9 @@ class TargetsTorchTripletDataset(Dataset):
     def __init__(self, dataset):
         self.dataset = dataset
         self.targets = torch.as_tensor(dataset.targets)
+        self.labels = self.targets.tolist()
+        self.label_to_indices = {int(c): torch.nonzero(self.targets == c).flatten().tolist()
+                                 for c in self.targets.unique()}
 
     def __len__(self):
         return self.targets.numel()
@@ -254,7 +257,52 @@ class TransformsImages(TutorialTripletDataset):
         return tuple((x - 0.5) / 0.5 for x in super().__getitem__(index))
 
 
+class LabelsThroughGetitem(TutorialTripletDataset):
+    """Reads every label through dataset[i] in __init__: loads (decodes) every image to throw it away."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.labels = [label for _, label in dataset]
+        self.label_to_indices = {label: [i for i, y in enumerate(self.labels) if y == label]
+                                 for label in set(self.labels)}
+
+
+class OtherAttributeNames(TutorialTripletDataset):
+    """The map named ``labels_to_indices`` and ``self.labels`` the range of class ids: later cells break."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        targets = list(dataset.targets)
+        self.labels = list(range(len(set(targets))))
+        self.labels_to_indices = {c: [i for i, y in enumerate(targets) if y == c] for c in self.labels}
+
+    def __getitem__(self, index):
+        anchor_label = self.dataset.targets[index]
+        positive_index = random.choice([j for j in self.labels_to_indices[anchor_label] if j != index])
+        negative_label = random.choice([c for c in self.labels if c != anchor_label])
+        negative_index = random.choice(self.labels_to_indices[negative_label])
+        return self.dataset[index][0], self.dataset[positive_index][0], self.dataset[negative_index][0]
+
+
+class LabelsAreClassIds(TutorialTripletDataset):
+    """``self.labels`` the sorted class ids, not one label per item."""
+
+    def __init__(self, dataset):
+        super().__init__(dataset)
+        self.item_labels, self.labels = self.labels, sorted(set(self.labels))
+
+    def __getitem__(self, index):
+        labels, self.labels = self.labels, self.item_labels
+        try:
+            return super().__getitem__(index)
+        finally:
+            self.labels = labels
+
+
 MUTANTS = {
+    "reads labels through dataset[i]": (LabelsThroughGetitem, "without loading images"),
+    "map named labels_to_indices": (OtherAttributeNames, "self.label_to_indices"),
+    "labels are the class ids": (LabelsAreClassIds, "one int label per item"),
     "positive drawn from another class": (PositiveFromAnotherClass, "the positive has the anchor's label"),
     "negative drawn from anchor's class": (NegativeFromAnchorClass, "the negative has another label"),
     "negative any index, label unchecked": (NegativeAnyIndex, "the negative has another label"),

@@ -287,6 +287,18 @@ def closest_no_axis(embeddings, query_embedding, k=5):
     return np.argsort(np.atleast_1d(distances))[:k]
 
 
+def closest_no_axis_sliced(embeddings, query_embedding, k=5):
+    """np.linalg.norm without axis=1, then argsort of that single number."""
+    distances = np.linalg.norm(embeddings - query_embedding)
+    return np.argsort(distances)[:k]
+
+
+def closest_in_place(embeddings, query_embedding, k=5):
+    """Right ranking, but subtracts the query from the caller's catalog in place."""
+    embeddings -= query_embedding
+    return np.argsort(np.linalg.norm(embeddings, axis=1))[:k]
+
+
 CLOSEST_MUTANTS = {
     "descending order": (closest_descending, "nearest first by Euclidean distance (query (1, D), k=3)"),
     "cosine similarity": (closest_cosine, "nearest first by Euclidean distance (query (1, D), k=3)"),
@@ -298,5 +310,7 @@ CLOSEST_MUTANTS = {
     "argmax": (closest_argmax, "returns k integer indices as a NumPy array"),
     "returns a list": (closest_returns_list, "returns k integer indices as a NumPy array"),
     "returns a tensor": (closest_returns_tensor, "returns k integer indices as a NumPy array"),
-    "norm without axis": (closest_no_axis, "returns k integer indices as a NumPy array"),
+    "norm without axis": (closest_no_axis, "norm per row: axis=1"),
+    "norm without axis, argsort sliced": (closest_no_axis_sliced, "norm per row: axis=1"),
+    "subtracts in place": (closest_in_place, "changed the embeddings passed in"),
 }

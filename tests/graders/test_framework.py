@@ -100,3 +100,135 @@ def test_graders_leave_random_state_and_threads_alone():
         getattr(unittests, name)(*answer)
     assert _draw_all() == expected  # grading did not shift the learner's random streams
     assert torch.get_num_threads() == threads
+
+
+# ----------------------------------------------------------------------------- an untouched exercise
+
+
+def test_an_untouched_placeholder_gets_one_message_naming_the_exercise(capsys, monkeypatch):
+    from unittests.framework import placeholder
+
+    cases = [Case("Block is defined", lambda: placeholder("Block"), required=True)]
+    cases += [Case(f"check {i}", lambda: None) for i in range(12)]
+    report = grade("demo", cases)
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert not report and report.summary().endswith("failed") and lines[-1] == report.summary()
+    assert len(lines) <= 4, out  # the grader's name, the one message (and its hint), the summary
+    assert "Block" in out and "placeholder" in out and "not run" not in out and "check 3" not in out
+    monkeypatch.setenv("UNITTESTS_STRICT", "1")
+    with pytest.raises(GraderFailed, match="failed"):
+        grade("demo", cases, verbose=False)
+
+
+def test_checks_skipped_after_a_required_failure_collapse_into_one_line(capsys):
+    cases = [Case("first", _failing_case, required=True)] + [Case(f"check {i}", lambda: None) for i in range(5)]
+    report = grade("demo", cases)
+    out = capsys.readouterr().out
+    assert not report and out.count("FAIL") == 1 and "SKIP" not in out
+    assert "5 more checks not run: fix the first failure above" in out
+    assert "check 2" not in out
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_every_grader_gives_a_none_placeholder_one_message(name, capsys):
+    report = getattr(unittests, name)(*[None] * len(REFERENCES[name]))
+    out = capsys.readouterr().out
+    assert not report and report.summary().endswith("failed")
+    assert out.count("FAIL") + out.count("TODO") == 1, out
+    assert "not run" not in out
+
+
+# ----------------------------------------------------------------------------- learner code that fights back
+
+
+def _retry_forever():
+    while True:
+        try:
+            sum(range(1000))
+        except BaseException:  # noqa: BLE001  (what a learner's retry loop does)
+            pass
+
+
+def _retry_forever_bare():
+    while True:
+        try:
+            while True:
+                pass
+        except:  # noqa: E722
+            pass
+
+
+@pytest.mark.parametrize("loop", [_retry_forever, _retry_forever_bare])
+def test_a_loop_that_swallows_the_time_limit_still_ends_with_a_failed_case(loop):
+    start = time.perf_counter()
+    report = grade("demo", [Case("loop", loop), Case("after", lambda: None)], time_limit_s=0.3, verbose=False)
+    assert time.perf_counter() - start < 5
+    assert not report and "took longer than 0.3 s" in report.results[0].got
+    assert grade("demo", [Case("ok", lambda: sum(range(10 ** 5)))], verbose=False)  # still usable afterwards
+    import signal
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_sys_exit_in_learner_code_is_a_failed_case_with_its_message():
+    import sys
+
+    report = grade("demo", [Case("exits", lambda: sys.exit("bye")), Case("after", lambda: None)], verbose=False)
+    assert not report and report.results[1].passed
+    assert report.results[0].got == "SystemExit: bye" and "exit" in report.results[0].hint
+
+
+def test_a_real_keyboard_interrupt_is_not_swallowed():
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with torch.no_grad(), pytest.raises(KeyboardInterrupt):
+        grade("demo", [Case("interrupted", interrupted)], verbose=False)
+
+
+def _global_state():
+    return (torch.get_default_dtype(), torch.is_grad_enabled(), torch.are_deterministic_algorithms_enabled(),
+            torch.is_anomaly_enabled(), torch.get_num_threads())
+
+
+def _meddle():
+    torch.set_default_dtype(torch.float64)
+    torch.set_grad_enabled(False)
+    torch.use_deterministic_algorithms(True)
+    torch.autograd.set_detect_anomaly(True)
+    torch.set_num_threads(3)
+    random.seed(5)
+    np.random.seed(5)
+    torch.manual_seed(5)
+
+
+def test_global_state_left_by_learner_code_is_restored_after_the_grader():
+    _seed_all()
+    expected_draws = _draw_all()
+    _seed_all()
+    before = _global_state()
+    report = grade("demo", [Case("meddles", _meddle)], verbose=False)
+    assert report and _global_state() == before
+    assert _draw_all() == expected_draws
+
+
+def test_cases_run_in_a_known_state_whatever_the_learner_left():
+    seen = []
+
+    def record():
+        seen.append((torch.get_default_dtype(), torch.is_grad_enabled()))
+
+    old_dtype = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        with torch.no_grad():
+            report = grade("demo", [Case("meddles", _meddle), Case("records", record)], verbose=False)
+            assert not torch.is_grad_enabled() and torch.get_default_dtype() == torch.float64  # theirs, back
+    finally:
+        torch.set_default_dtype(old_dtype)
+    assert report and seen == [(torch.float32, True)]
+
+
+def test_a_correct_block_passes_after_learner_code_turned_gradients_off():
+    with torch.no_grad():
+        assert unittests.test_block(ref.InvertedResidualBlock)

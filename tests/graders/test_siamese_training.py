@@ -55,3 +55,13 @@ def test_mutant_hints_name_the_mistake(capsys):
         report = getattr(unittests, grader)(answer)
         hints = " | ".join(r.hint for r in report.results if not r.passed)
         assert words in hints, f"{grader} on {answer.__name__}: {hints}"
+
+
+def test_outputs_in_another_order_are_told_the_order_not_a_copy(capsys):
+    import unittests
+
+    for answer in (m.SwappedOrder, m.RotatedOrder):
+        report = unittests.test_siamese_network(answer)
+        hints = [r.hint for r in report.results if not r.passed]
+        assert hints and all("(anchor, positive, negative)" in hint for hint in hints), hints
+        assert not any("cop" in hint for hint in hints), hints

@@ -14,6 +14,8 @@ HINTS = [  # mutants whose hint must say what is wrong, as the learner reads it
     (m.PositiveMayBeAnchor, "positive can be the anchor itself"),
     (m.LenTimesThree, "__len__ should equal the wrapped dataset's"),
     (m.AssumesSevenClasses, "don't hard-code the number of classes"),
+    (m.LabelsThroughGetitem, "build the label map from dataset.targets"),
+    (m.OtherAttributeNames, "self.label_to_indices"),
 ]
 
 

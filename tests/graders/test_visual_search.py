@@ -37,3 +37,12 @@ def test_mutant_hints_name_the_mistake(capsys):
         report = getattr(unittests, grader)(answer)
         hints = " | ".join(r.hint for r in report.results if not r.passed)
         assert words in hints, f"{grader} on {answer.__name__}: {hints}"
+
+
+def test_an_answer_that_modifies_its_inputs_does_not_change_later_gradings(capsys):
+    import unittests
+
+    for _ in range(3):
+        assert not unittests.test_find_closest(m.closest_in_place)
+    assert not unittests.test_find_closest(m.closest_dot)  # still judged on the grader's own catalog
+    assert unittests.test_find_closest(m.closest_tutorial)

@@ -107,3 +107,30 @@ def _region_lines(source):
         elif inside and line.strip() and not line.strip().startswith(release.STUB):
             lines.append(line)
     return lines
+
+
+@pytest.mark.parametrize("typo", [
+    "###START CODE HERE###", "### START CODE HERE", "### START CODE HERE ##", "# START CODE HERE",
+    "### start code here ###",
+    "### END CODE HERE", "###END CODE HERE###", "### END CODE HERE ####", "## END CODE HERE ##",
+    "###STUB: x = None", "### STUB x = None", "# STUB: x = None",
+])
+def test_misspelled_markers_are_refused_with_notebook_cell_and_line(typo, tmp_path):
+    source = f"x = 0\n{typo}\ny = 1"
+    with pytest.raises(release.ReleaseError, match=r"02_demo.ipynb, cell 1, line 2: .*marker"):
+        release.make_learner_source(source, "02_demo.ipynb, cell 1")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title"), nbformat.v4.new_code_cell(source)]
+    solutions = tmp_path / "solutions"
+    solutions.mkdir()
+    nbformat.write(nb, solutions / "02_demo.ipynb")
+    target = tmp_path / "out"
+    target.mkdir()
+    with pytest.raises(release.ReleaseError, match=r"02_demo.ipynb, cell 1, line 2"):
+        release.release(solutions, target)
+    assert not (target / "02_demo.ipynb").exists()  # no learner copy with the solution left in
+
+
+def test_exact_markers_and_ordinary_comments_are_accepted():
+    source = SOLUTION + "\n# start the code here with the stem, then the blocks\nstub = 1  # STUB is a word"
+    release.make_learner_source(source)
