@@ -485,7 +485,8 @@ def test_pairwise_distances(pairwise_distances):
     diagonal, finite gradients."""
     fn = pairwise_distances
     cases = [
-        Case("pairwise_distances is defined", lambda: require_callable(fn, "pairwise_distances"), required=True),
+        Case("pairwise_distances is defined",
+             lambda: require_answer(fn, "pairwise_distances", lambda f: f(torch.rand(3, 2)) is None), required=True),
         Case("returns an (N, N) tensor for (5, 3) embeddings", lambda: _pairwise_case_shape(fn), required=True),
         Case("distances match a loop over every pair", lambda: _pairwise_case_values(fn)),
         Case("keeps the embeddings' dtype", lambda: _pairwise_case_dtype(fn)),
@@ -653,7 +654,9 @@ def test_batch_hard_triplet_loss(batch_hard_triplet_loss):
     """Grade ``batch_hard_triplet_loss(embeddings, labels, margin)`` against a loop over the anchors."""
     fn = batch_hard_triplet_loss
     cases = [
-        Case("batch_hard_triplet_loss is defined", lambda: require_callable(fn, "batch_hard_triplet_loss"),
+        Case("batch_hard_triplet_loss is defined",
+             lambda: require_answer(fn, "batch_hard_triplet_loss",
+                                    lambda f: f(torch.rand(4, 2), torch.tensor([0, 0, 1, 1]), 0.2) is None),
              required=True),
         Case("returns a scalar tensor", lambda: _loss_case_scalar(fn), required=True),
         Case("matches a loop over the anchors", lambda: _loss_case_values(fn)),
@@ -799,7 +802,10 @@ def test_recall_at_k(recall_at_k):
     """Grade ``recall_at_k(embeddings, labels, k)``: the leave-one-out hit rate, a Python float."""
     fn = recall_at_k
     cases = [
-        Case("recall_at_k is defined", lambda: require_callable(fn, "recall_at_k"), required=True),
+        Case("recall_at_k is defined",
+             lambda: require_answer(fn, "recall_at_k",
+                                    lambda f: f(torch.rand(4, 2), torch.tensor([0, 0, 1, 1]), 1) is None),
+             required=True),
         Case("returns a Python float", lambda: _recall_case_float(fn)),
         Case("P@1 (k=1) matches a loop over the queries", lambda: _recall_case_p_at_1(fn)),
         Case("k=3 and k=5: a hit rate, other label values", lambda: _recall_case_hit_rate(fn)),
