@@ -52,7 +52,7 @@ def count_parameters(model: nn.Module) -> int:
 
 # --------------------------------------------------------------------------- checkpoints
 
-KIT_VERSION = "0.1.0"  # recorded in every checkpoint; the version in pyproject.toml
+KIT_VERSION = "0.2.0"  # recorded in every checkpoint; the version in pyproject.toml
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
