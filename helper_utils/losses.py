@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from helper_utils.retrieval import l2_normalize
+
 __all__ = ["pairwise_distances", "batch_hard_triplet_loss", "semi_hard_triplet_loss", "MinedTripletLoss"]
 
 
@@ -34,7 +36,7 @@ def batch_hard_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, marg
         The mean of ``relu(d(a, p_hardest) - d(a, n_hardest) + margin)`` over valid anchors.
     """
     if normalize:
-        embeddings = F.normalize(embeddings, dim=1)
+        embeddings = l2_normalize(embeddings)
     distances = pairwise_distances(embeddings)  # (B, B)
     same = labels[:, None] == labels[None, :]  # (B, B)
     not_self = ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
@@ -63,7 +65,7 @@ def semi_hard_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margi
         The mean of ``relu(d(a, p) - d(a, n_semi_hard) + margin)`` over every (anchor, positive) pair.
     """
     if normalize:
-        embeddings = F.normalize(embeddings, dim=1)
+        embeddings = l2_normalize(embeddings)
     distances = pairwise_distances(embeddings)  # (B, B)
     same = labels[:, None] == labels[None, :]
     not_self = ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)

@@ -44,7 +44,7 @@ from helper_utils.going_further.recipe import GoingFurtherRecipe, fit_going_furt
 from helper_utils.recipes import ClassifierRecipe, SiameseRecipe, TutorialRecipe, fit_classifier, fit_siamese
 from helper_utils.reference import (MobileNetLikeClassifier, SiameseEncoder, SiameseNetwork, TripletDataset,
                                     compute_class_weights, get_embeddings, val_transform)
-from helper_utils.retrieval import knn, retrieval_metrics
+from helper_utils.retrieval import knn, l2_normalize, retrieval_metrics
 from helper_utils.training import evaluate, load_checkpoint, train_classifier, train_siamese
 
 __all__ = ["RECIPES", "run_recipe", "run_benchmark", "summarize", "results_markdown", "update_readme"]
@@ -134,7 +134,7 @@ def _measure(classifier: nn.Module, encoder: nn.Module, device, normalized: bool
     _, test_acc = evaluate(classifier, TensorLoader.from_dataset(test, batch_size=256), device=device)
     catalog = get_embeddings(encoder, val, device, batch_size=256)
     if normalized:
-        catalog = catalog / np.linalg.norm(catalog, axis=1, keepdims=True)
+        catalog = l2_normalize(catalog)
     metrics = retrieval_metrics(catalog, val.targets, ks=(1, 5))
     return {"val_acc": val_acc, "test_acc": test_acc, "P@1": metrics["P@1"], "Recall@5": metrics["Recall@5"],
             "mAP@R": metrics["mAP@R"], "search_ms": _search_latency(encoder, catalog, test, device, normalized)}
@@ -151,7 +151,7 @@ def _search_latency(encoder: nn.Module, catalog: np.ndarray, queries: ClothingDa
         start = time.perf_counter()
         query = encoder(image).float().cpu().numpy()
         if normalized:
-            query = query / np.linalg.norm(query, axis=1, keepdims=True)
+            query = l2_normalize(query)
         knn(catalog, query, k=5)
         times.append(time.perf_counter() - start)
     return 1000 * float(np.mean(times))

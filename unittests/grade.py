@@ -35,13 +35,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from helper_utils.paths import REPO
 from unittests.gradebook import ExerciseResult, merge, write_csv, write_feedback
 from unittests.forkkernel import ZYGOTE_ENV
 from unittests.points import Exercise, notebook_exercises
 
 __all__ = ["Settings", "grade_class", "grade_submissions", "learners", "shard_of", "main"]
 
-KIT = Path(__file__).resolve().parents[1]  # the kit's root: its helper_utils/ and unittests/ go first on the path
+KIT = REPO  # the kit's root: its helper_utils/ and unittests/ go first on the path
 LEARNER_NOTEBOOKS = KIT / "notebooks"
 RUN_TAGS = ("export", "setup", "exercise")  # the cells of a submission that run; never the training cells
 

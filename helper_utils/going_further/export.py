@@ -45,6 +45,7 @@ from PIL import Image
 from torch import nn
 
 from helper_utils.data import CLASSES_7, CLASSES_10, ClothingDataset
+from helper_utils import paths
 from helper_utils.files import atomic_path, sha256_file
 from helper_utils.reference import MobileNetBackbone, MobileNetLikeClassifier, SiameseEncoder
 from helper_utils.training import checkpoint_dir
@@ -80,7 +81,7 @@ CLASSIFIER_OUTPUTS = ("logits", "probabilities")
 PARITY_TOLERANCE = 1e-4  # largest |onnxruntime - PyTorch| accepted on any output value
 INPUT_LAYOUT = "uint8 RGB (batch, 64, 64, 3), channels last, pixels 0-255; resize with PIL bilinear first"
 ENCODER_FILE, CLASSIFIER_FILE = "encoder.onnx", "classifier.onnx"
-REPO = Path(__file__).resolve().parents[1]
+REPO = paths.REPO  # re-exported for notebook 10
 
 
 class CheckpointNotFoundError(FileNotFoundError):

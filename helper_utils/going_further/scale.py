@@ -78,6 +78,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from helper_utils.going_further.search_index import SearchIndex
+from helper_utils.retrieval import l2_normalize
 
 __all__ = ["CatalogShape", "IndexConfig", "synthetic_catalog", "catalog_statistics", "real_catalog",
            "default_configs", "benchmark_configs", "single_query_ms", "run_scale_benchmark", "summarize",
@@ -136,7 +137,7 @@ def synthetic_catalog(n: int, dim: int = 64, seed: int = 0, shape: CatalogShape 
         rows = assignment[start:start + chunk]
         noise = (rng.normal(size=(len(rows), dim)) * axis_scales[rows]) @ basis.T  # (b, dim)
         x = centres[rows] + shape.spread * noise
-        out[start:start + chunk] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        out[start:start + chunk] = l2_normalize(x)
     return out
 
 
@@ -173,8 +174,7 @@ def catalog_statistics(catalog: np.ndarray, queries: np.ndarray, k: int = 10, se
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    return l2_normalize(x)
 
 
 def real_catalog(device: Any = "cpu") -> dict[str, Any]:

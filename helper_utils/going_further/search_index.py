@@ -45,6 +45,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from helper_utils.retrieval import l2_normalize
+
 from helper_utils.files import sha256_file
 from helper_utils.retrieval import knn
 
@@ -262,7 +264,7 @@ class SearchIndex:
             if (norms == 0).any():
                 raise ValueError(f"{name} contain an all-zero vector (row {int(np.argmin(norms[:, 0]))}), "
                                  "which cannot be L2-normalised")
-            x = x / norms
+            x = l2_normalize(x)
         return np.ascontiguousarray(x, dtype=np.float32)
 
     # ----------------------------------------------------------------------- persistence

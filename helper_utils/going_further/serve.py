@@ -70,6 +70,7 @@ from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 
+from helper_utils.paths import artifacts_dir
 from helper_utils.going_further.export import (CLASSIFIER_FILE, ENCODER_FILE, INPUT_NAME, export_models, onnx_session,
                                  read_metadata, resize_for_model)
 from helper_utils.files import sha256_file
@@ -80,7 +81,7 @@ __all__ = ["MAX_UPLOAD_BYTES", "MAX_K", "DEFAULT_DIR", "INDEX_DIR", "OnnxModels"
            "BackgroundServer", "free_port", "main"]
 
 MAX_K = 50  # results per search: a page of a shop, not the whole catalog
-DEFAULT_DIR = Path(__file__).resolve().parents[1] / "artifacts" / "service"
+DEFAULT_DIR = artifacts_dir() / "service"
 INDEX_DIR, MANIFEST = "catalog", "service.json"
 UPLOAD_PATHS = ("/predict", "/search")
 _MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file, on top of its bytes
