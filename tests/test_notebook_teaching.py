@@ -8,7 +8,7 @@ import pytest
 from tools import release
 
 CORE_WITH_TRY_IT = ["01_data_pipeline", "02_inverted_residual_block", "03_backbone_and_classifier",
-                    "04_triplet_dataset", "06_visual_search", "07_evaluation_and_explainability"]
+                    "04_triplet_dataset", "05_siamese_training", "06_visual_search", "07_evaluation_and_explainability"]
 DIAGRAMS = {"02_inverted_residual_block": "diagrams.inverted_residual_block(",
             "03_backbone_and_classifier": "diagrams.backbone(",
             "04_triplet_dataset": "diagrams.triplet_geometry(",
@@ -47,7 +47,7 @@ def _exercises(nb):
 
 
 @pytest.mark.parametrize("stem", ["01_data_pipeline", "02_inverted_residual_block", "03_backbone_and_classifier",
-                                  "04_triplet_dataset", "06_visual_search", "07_evaluation_and_explainability"])
+                                  "04_triplet_dataset", "05_siamese_training", "06_visual_search", "07_evaluation_and_explainability"])
 def test_each_exercise_says_about_how_many_lines_its_solution_has(stem):
     exercises = _exercises(_notebook(stem))
     assert exercises
