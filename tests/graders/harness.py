@@ -144,3 +144,20 @@ def grader_tests(graders: dict) -> dict[str, Callable]:
         _lenient_one_thread, test_grader_passes_the_reference_quickly, test_grader_passes_a_correct_alternative,
         test_grader_fails_the_stub_cleanly, test_grader_fails_the_mutant, test_grader_has_enough_mutants,
         test_grader_never_crashes_on_junk, test_grader_raises_in_strict_mode)}
+
+
+def hint_tests(hints: list) -> dict[str, Callable]:
+    """A test that each mutant's failed hints contain the given words, as the learner reads them.
+
+    ``hints`` holds ``(grader name, mutant, words)`` rows.
+    """
+
+    @pytest.mark.parametrize("name, mutant, words", [
+        pytest.param(name, mutant, words, id=f"{name}-{getattr(mutant, '__name__', mutant)}")
+        for name, mutant, words in hints])
+    def test_mutant_hints_name_the_mistake(name, mutant, words, capsys):
+        report = getattr(unittests, name)(mutant)
+        said = " | ".join(r.hint or "" for r in report.results if not r.passed)
+        assert words in said, f"{name} on {getattr(mutant, '__name__', mutant)}: {said}"
+
+    return {"test_mutant_hints_name_the_mistake": test_mutant_hints_name_the_mistake}
