@@ -183,16 +183,19 @@ def _case_make_block(Backbone: Any) -> None:
 
 def _case_backbone_forward(Backbone: Any) -> None:
     model = _randomize(_build_backbone(Backbone)).eval()
-    x = torch.randn(2, 3, 32, 48)
+    _check_forward_composes(model, torch.randn(2, 3, 32, 48), lambda t: _run_blocks(model.blocks, model.stem(t)),
+                            "blocks(stem(x))", f"see the blocks case: {_BLOCKS_HINT}",
+                            "forward should return self.blocks(self.stem(x))", "nothing else")
+
+
+def _check_forward_composes(model, x, compose, parts: str, parts_hint: str, hint: str, final: str) -> None:
+    """``model(x)`` equals ``compose(x)``, the model's own parts called in order (``parts`` names them)."""
     with torch.no_grad():
-        expected = _tensor(_call(lambda t: _run_blocks(model.blocks, model.stem(t)), x.clone(), what="blocks(stem(x))",
-                                 hint=f"see the blocks case: {_BLOCKS_HINT}"), "blocks(stem(x))")
-        out = _tensor(_call(model, x.clone(), what="forward", hint="forward should return self.blocks(self.stem(x))"),
-                      "forward")
-    _shape(out, expected.shape, "forward", "forward should return self.blocks(self.stem(x))")
-    check(torch.allclose(out, expected, atol=1e-5), expected="blocks(stem(x))",
-          got=f"max difference {(out - expected).abs().max().item():.3g}",
-          hint="forward should return self.blocks(self.stem(x)), nothing else")
+        expected = _tensor(_call(compose, x.clone(), what=parts, hint=parts_hint), parts)
+        out = _tensor(_call(model, x.clone(), what="forward", hint=hint), "forward")
+    _shape(out, expected.shape, "forward", hint)
+    check(torch.allclose(out, expected, atol=1e-5), expected=parts,
+          got=f"max difference {(out - expected).abs().max().item():.3g}", hint=f"{hint}, {final}")
 
 
 def _case_backbone_parameters(Backbone: Any) -> None:
@@ -365,16 +368,9 @@ def _case_head(Classifier: Any) -> None:
 
 def _case_classifier_forward(Classifier: Any) -> None:
     model = _randomize(_build_classifier(Classifier)).eval()
-    x = torch.randn(2, 3, 48, 64)
-    with torch.no_grad():
-        expected = _tensor(_call(lambda t: model.head(model.backbone(t)), x.clone(), what="head(backbone(x))",
-                                 hint=_head_hint), "head(backbone(x))")
-        out = _tensor(_call(model, x.clone(), what="forward", hint="forward should return self.head(self.backbone(x))"),
-                      "forward")
-    _shape(out, expected.shape, "forward", "forward should return self.head(self.backbone(x))")
-    check(torch.allclose(out, expected, atol=1e-5), expected="head(backbone(x))",
-          got=f"max difference {(out - expected).abs().max().item():.3g}",
-          hint="forward should return self.head(self.backbone(x)), with no activation after it")
+    _check_forward_composes(model, torch.randn(2, 3, 48, 64), lambda t: model.head(model.backbone(t)),
+                            "head(backbone(x))", _head_hint,
+                            "forward should return self.head(self.backbone(x))", "with no activation after it")
 
 
 def _case_classifier_parameters(Classifier: Any) -> None:
