@@ -18,6 +18,7 @@ from torch import nn
 from helper_utils.augment import BatchAugment
 from helper_utils.data import ClothingDataset
 from helper_utils.device import get_device, seed_everything
+from helper_utils.embedding import ProjectedEncoder, embedding_dim, encoder_from_state_dict
 from helper_utils.loaders import ClassBalancedLoader, TensorLoader
 from helper_utils.losses import MinedTripletLoss
 from helper_utils.reference import (MobileNetBackbone, MobileNetLikeClassifier, SiameseEncoder, compute_class_weights,
@@ -42,6 +43,7 @@ __all__ = [
     "load_or_train_backbone",
     "fit_siamese",
     "load_or_train_encoder",
+    "load_encoder",
     "embedding_metrics",
 ]
 
@@ -103,18 +105,38 @@ class SiameseRecipe:
     classes_per_batch: int = 7  # P: every class in every batch
     samples_per_class: int = 16  # K: many positives and negatives per anchor to mine from
     lr: float = 3e-4  # small: the backbone is already good, don't wreck it
-    margin: float = 0.2  # in units of the L2-normalised embedding (ReLU features are non-negative, so normalised distances lie in [0, sqrt(2)])
+    margin: float = 0.2  # in units of the L2-normalised embedding: distances lie in [0, 2] ([0, sqrt(2)] with head="none")
     mining: str = "semihard"  # "semihard" beat "hard" in the sweep (hard negatives are often look-alikes)
+    head: str = "linear"  # "linear": a projection head (helper_utils.embedding); "none": the pooled ReLU features
+    head_lr_factor: float = 3.0  # the new head learns 3x faster than the pre-trained backbone
     augment: dict = field(default_factory=lambda: dict(MEDIUM_AUGMENT))
     seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.head not in ("linear", "none"):
+            raise ValueError(f"head should be 'linear' or 'none', got {self.head!r}")
 
     def make_augment(self) -> BatchAugment:
         return BatchAugment(**self.augment, seed=self.seed)
 
+    def make_model(self, backbone: nn.Module) -> nn.Module:
+        """``SiameseEncoder(backbone)``, with the projection head on top when ``head == "linear"``."""
+        encoder = SiameseEncoder(backbone)
+        return ProjectedEncoder(encoder, embedding_dim(encoder)) if self.head == "linear" else encoder
+
+    def make_optimizer(self, model: nn.Module) -> torch.optim.Adam:
+        """Adam at ``lr`` for the encoder, ``lr * head_lr_factor`` for a projection head."""
+        if not isinstance(model, ProjectedEncoder):
+            return torch.optim.Adam(model.parameters(), lr=self.lr)
+        return torch.optim.Adam([{"params": model.encoder.parameters(), "lr": self.lr},
+                                 {"params": model.projection.parameters(), "lr": self.lr * self.head_lr_factor}])
+
     def make_scheduler(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+        """One cycle: a tenth of the steps warm up to each group's learning rate, the rest anneal."""
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=self.lr, total_steps=self.epochs * steps_per_epoch, pct_start=0.1, div_factor=10,
-            final_div_factor=100, cycle_momentum=False)
+            optimizer, max_lr=[group["lr"] for group in optimizer.param_groups],
+            total_steps=self.epochs * steps_per_epoch, pct_start=0.1, div_factor=10, final_div_factor=100,
+            cycle_momentum=False)
 
 
 def classifier_training_setup(model: nn.Module, train: ClothingDataset, recipe: ClassifierRecipe):
@@ -201,7 +223,9 @@ def embedding_metrics(encoder: nn.Module, dataset, device, ks=(1, 5)) -> dict[st
 
 def fit_siamese(backbone: nn.Module, recipe: SiameseRecipe | None = None, device=None, progress: bool = True,
                 eval_dataset=None, save_dir: Path | None = None):
-    """Fine-tune ``SiameseEncoder(backbone)`` with mined triplets on class-balanced batches.
+    """Fine-tune ``SiameseEncoder(backbone)`` (plus the recipe's projection head) with mined triplets.
+
+    Batches are class-balanced (P classes x K photos); the loss mines its triplets inside each.
 
     Returns:
         ``(encoder, history)``; the encoder is saved to ``<save_dir>/encoder_best.pt`` at the end.
@@ -213,8 +237,8 @@ def fit_siamese(backbone: nn.Module, recipe: SiameseRecipe | None = None, device
     images, targets = train.as_tensors()
     loader = ClassBalancedLoader(images, targets, recipe.classes_per_batch, recipe.samples_per_class,
                                  augment=recipe.make_augment(), seed=recipe.seed)
-    encoder = SiameseEncoder(backbone).to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(encoder.parameters(), lr=recipe.lr)
+    encoder = recipe.make_model(backbone).to(device, memory_format=torch.channels_last)
+    optimizer = recipe.make_optimizer(encoder)
     scheduler = recipe.make_scheduler(optimizer, len(loader))
     eval_fn = (lambda: embedding_metrics(encoder, eval_dataset, device)) if eval_dataset is not None else None
     history = train_siamese(encoder, loader, epochs=recipe.epochs, optimizer=optimizer,
@@ -240,15 +264,29 @@ def load_or_train_encoder(device=None, save_dir: Path | None = None, progress: b
     device = device or get_device()
     path = (Path(save_dir) if save_dir is not None else checkpoint_dir()) / "encoder_best.pt"
     partial = _partial_run(path)
-    if path.exists() and partial is None:
-        encoder = SiameseEncoder(MobileNetBackbone())
-        load_checkpoint(encoder, path, device)
-        return encoder.to(device).eval(), f"Loaded the encoder trained in notebook 05 from {path.name}."
+    headless = path.exists() and partial is None and "projection.weight" not in _state_dict(path)
+    if path.exists() and partial is None and not headless:
+        encoder = load_encoder(path, MobileNetBackbone(), device)
+        return encoder.eval(), f"Loaded the encoder trained in notebook 05 from {path.name}."
     print(TRAINING_ENCODER_NOTICE, flush=True)
     backbone, message = load_or_train_backbone(device, save_dir, progress, classifier_recipe)
     encoder, _ = fit_siamese(backbone, siamese_recipe, device=device, progress=progress, save_dir=save_dir)
-    why = f"The encoder at {path} is from a run that {partial}" if partial else f"No encoder at {path}"
+    if partial:
+        why = f"The encoder at {path} is from a run that {partial}"
+    elif headless:
+        why = f"The encoder at {path} has no projection head (an older kit saved it)"
+    else:
+        why = f"No encoder at {path}"
     return encoder, f"{message} {why}: fine-tuned one here and saved it."
+
+
+def _state_dict(path: Path) -> dict:
+    return torch.load(Path(path), map_location="cpu", weights_only=True)["state_dict"]
+
+
+def load_encoder(path: Path, backbone: nn.Module, device=None) -> nn.Module:
+    """The encoder saved at ``path`` by :func:`fit_siamese`, on ``backbone``, with or without a projection head."""
+    return encoder_from_state_dict(_state_dict(path), backbone).to(device or "cpu")
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-__all__ = ["knn", "l2_normalize", "retrieval_metrics"]
+__all__ = ["knn", "l2_normalize", "retrieval_metrics", "retrieval_scores"]
 
 _CHUNK_ELEMENTS = 1 << 20  # metrics: distance-matrix entries ranked at once (8 MiB in float64)
 _KNN_CHUNK_ELEMENTS = 1 << 24  # knn: float32 distances held at once (64 MiB): 16 queries of a 1M catalog
@@ -221,6 +221,15 @@ def retrieval_metrics(embeddings: Any, labels: Any, ks: Sequence[int] = (1, 5)) 
     Raises:
         ValueError: for mismatched lengths, a K below 1, or no query with another item of its class.
     """
+    return {name: float(values.mean()) for name, values in retrieval_scores(embeddings, labels, ks).items()}
+
+
+def retrieval_scores(embeddings: Any, labels: Any, ks: Sequence[int] = (1, 5)) -> dict[str, np.ndarray]:
+    """:func:`retrieval_metrics` per query: ``{metric: (Q,) array}`` over the queries that count.
+
+    The queries come in catalog order, those whose class has no other item left out; a
+    bootstrap over queries (``make bench``) resamples these arrays.
+    """
     catalog = _as_2d(embeddings, "embeddings")
     labels = np.asarray(labels)
     if labels.shape != (catalog.shape[0],):
@@ -239,7 +248,7 @@ def retrieval_metrics(embeddings: Any, labels: Any, ks: Sequence[int] = (1, 5)) 
     counted = per_query.pop("R") > 0
     if not counted.any():
         raise ValueError("no item has another item of its class, so no query can be scored")
-    return {name: float(values[counted].mean()) for name, values in per_query.items()}
+    return {name: values[counted] for name, values in per_query.items()}
 
 
 def _per_query_scores(matches: np.ndarray, ks: Sequence[int]) -> dict[str, np.ndarray]:

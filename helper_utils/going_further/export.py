@@ -47,7 +47,8 @@ from torch import nn
 from helper_utils.data import CLASSES_7, CLASSES_10, ClothingDataset
 from helper_utils import paths
 from helper_utils.files import atomic_path, sha256_file
-from helper_utils.reference import MobileNetBackbone, MobileNetLikeClassifier, SiameseEncoder
+from helper_utils.embedding import encoder_from_state_dict
+from helper_utils.reference import MobileNetBackbone, MobileNetLikeClassifier
 from helper_utils.training import checkpoint_dir
 
 __all__ = [
@@ -156,7 +157,7 @@ def _load_weights(model: nn.Module, state: dict, path: Path, how: str) -> None:
                          f"To make it again, {how}.") from None
 
 
-def load_encoder(checkpoints: str | Path | None = None) -> tuple[SiameseEncoder, Path]:
+def load_encoder(checkpoints: str | Path | None = None) -> tuple[nn.Module, Path]:
     """The encoder notebook 05 saved (``encoder_best.pt``), in eval mode on the CPU.
 
     Raises:
@@ -166,8 +167,11 @@ def load_encoder(checkpoints: str | Path | None = None) -> tuple[SiameseEncoder,
     path = Path(checkpoints or checkpoint_dir()) / "encoder_best.pt"
     how = "run notebook 05 (or helper_utils.recipes.load_or_train_encoder())"
     state = _checkpoint(path, "encoder", how)
-    encoder = SiameseEncoder(MobileNetBackbone())
-    _load_weights(encoder, state, path, how)
+    try:
+        encoder = encoder_from_state_dict(state["state_dict"], MobileNetBackbone())
+    except (RuntimeError, KeyError, TypeError, IndexError, AttributeError) as error:
+        raise ValueError(f"{path} does not fit the kit's encoder ({str(error).splitlines()[0][:200]}). "
+                         f"To make it again, {how}.") from None
     return encoder.eval(), path
 
 
@@ -242,7 +246,7 @@ def export_models(out_dir: str | Path, checkpoints: str | Path | None = None, *,
         out_dir: folder to write to (created).
         checkpoints: folder of ``encoder_best.pt`` / ``classifier_best.pt``; ``None`` means
             ``checkpoint_dir()``. Ignored for a model passed directly.
-        encoder: a ``SiameseEncoder`` to export instead of the checkpoint (tests pass seeded ones).
+        encoder: an encoder to export instead of the checkpoint (tests pass seeded ones).
         classifier: a ``MobileNetLikeClassifier`` to export instead of the checkpoint.
         classes: class names of the classifier's outputs (default: the kit's classes).
 

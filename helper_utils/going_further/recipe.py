@@ -13,8 +13,8 @@ from pathlib import Path
 from helper_utils.device import get_device
 from helper_utils.files import atomic_path
 from helper_utils.going_further.models import WideMobileNetBackbone, WideMobileNetClassifier
-from helper_utils.recipes import STRONG_AUGMENT, ClassifierRecipe, SiameseRecipe, fit_classifier, fit_siamese
-from helper_utils.reference import SiameseEncoder
+from helper_utils.recipes import (STRONG_AUGMENT, ClassifierRecipe, SiameseRecipe, fit_classifier, fit_siamese,
+                                  load_encoder)
 from helper_utils.training import checkpoint_dir, load_checkpoint
 
 __all__ = ["GoingFurtherRecipe", "going_further_dir", "fit_going_further", "load_or_train_going_further"]
@@ -106,6 +106,5 @@ def _has_going_further(folder: Path) -> bool:
 def _load_going_further(folder: Path, recipe: GoingFurtherRecipe, device):
     classifier = WideMobileNetClassifier(7, WideMobileNetBackbone(recipe.config))
     meta = load_checkpoint(classifier, folder / "classifier_best.pt", device)
-    encoder = SiameseEncoder(WideMobileNetBackbone(recipe.config))
-    load_checkpoint(encoder, folder / "encoder_best.pt", device)
+    encoder = load_encoder(folder / "encoder_best.pt", WideMobileNetBackbone(recipe.config), device)
     return classifier.to(device).eval(), encoder.to(device).eval(), meta

@@ -3,9 +3,12 @@
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
+from helper_utils.data import CLASSES_10
+from conftest import make_synthetic_imagefolder
 from tools import results
 from helper_utils.going_further.models import WideMobileNetBackbone, WideMobileNetClassifier
 from helper_utils.reference import InvertedResidualBlock
@@ -53,9 +56,9 @@ def test_load_or_train_going_further_trains_short_then_loads(synthetic_imagefold
 
 
 @pytest.fixture
-def tiny_recipes(monkeypatch, synthetic_imagefolder):
-    """Every recipe cut to one or two epochs on the synthetic data."""
-    monkeypatch.setenv("FASHION_KIT_DATA", str(synthetic_imagefolder))
+def tiny_recipes(monkeypatch, tmp_path):
+    """Every recipe cut to one or two epochs on synthetic data with all ten classes (three are only measured)."""
+    monkeypatch.setenv("FASHION_KIT_DATA", str(make_synthetic_imagefolder(tmp_path / "data", classes=CLASSES_10)))
     monkeypatch.setattr(results, "TutorialRecipe", lambda seed: TutorialRecipe(
         epochs=1, siamese_epochs=1, batch_size=4, seed=seed))
     monkeypatch.setattr(results, "ClassifierRecipe", lambda seed: ClassifierRecipe(epochs=2, batch_size=4, seed=seed))
@@ -72,13 +75,32 @@ def test_benchmark_runs_every_recipe_and_writes_the_readme_table(tiny_recipes, m
     assert (tmp_path / "checkpoints" / "going_further" / "encoder_best.pt").exists()  # kept for notebook 08
     rep = out["reproducibility"][0]
     assert rep["recipe"] == "tutorial" and rep["val_acc"]["first"] == pytest.approx(rep["val_acc"]["again"])
+    for run in out["runs"]:  # the siamese stage against its own backbone, with a paired interval
+        for gain in (run["gain_P@1"], run["gain_mAP@R"], run["gain_unseen_P@1"]):
+            assert gain["low"] <= gain["mean"] <= gain["high"]
+        assert run["gain_P@1"]["mean"] == pytest.approx(run["P@1"] - run["backbone_P@1"])
     table = results.results_markdown(out)
-    assert table.count("\n| ") == 5 and "going further" in table and "run twice" in table
+    assert table.count("\n| ") == 5 + 2 + 6 and "going further" in table and "run twice" in table
+    assert "(notebooks 03, 05), P@1 ≥ 0.85:" in table and "going further (notebook 08), val accuracy ≥ 93%:" in table
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{results.README_START}\nold table\n{results.README_END}\noutro\n")
     assert results.update_readme(readme, table)
     text = readme.read_text()
     assert "old table" not in text and table in text and text.startswith("intro") and text.endswith("outro\n")
+
+
+def test_paired_gain_interval_excludes_zero_only_for_a_clear_gain():
+    before = np.zeros(200)
+    clear = results.paired_gain(np.r_[np.ones(60), np.zeros(140)], before)
+    assert clear["mean"] == pytest.approx(0.3) and clear["low"] > 0
+    noise = results.paired_gain(np.r_[np.ones(3), np.zeros(197)], np.r_[np.zeros(3), np.ones(2), np.zeros(195)])
+    assert noise["low"] < 0 < noise["high"]
+
+
+def test_goals_say_met_or_by_how_much_they_are_missed():
+    summary = {"core": {"P@1": {"mean": 0.8312}, "Recall@5": {"mean": 0.975}}}
+    assert results._target_lines(summary) == ["- kit core (notebooks 03, 05), P@1 ≥ 0.85: 0.831, missed by 0.019",
+                                              "- kit core (notebooks 03, 05), Recall@5 ≥ 0.97: 0.975, met"]
 
 
 def test_summary_reports_mean_and_spread():
