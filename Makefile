@@ -12,7 +12,7 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)  # containers often r
 # nbval executes each notebook once; tools.course_report prints the numbers they printed, per notebook, at the end
 NBVAL_FLAGS := -p tools.course_report --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=1200 -p no:cacheprovider --durations=10
 
-.PHONY: help setup going-further data dev-data lab test test-fast test-notebooks test-browser release grade grade-args bench bench-scale bench-pipeline bench-course export-onnx serve loadtest
+.PHONY: help setup going-further data dev-data lab test test-fast test-notebooks test-browser release grade grade-args bench bench-scale bench-pipeline bench-siamese bench-course export-onnx serve loadtest
 
 help:
 	@echo "make lab        set up .venv, fetch the data, start JupyterLab on notebooks/"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench      train the tutorial, core and going-further recipes (3 seeds), rewrite the README table"
 	@echo "make bench-scale  exact vs FAISS search on 1M synthetic embeddings (docs/results/scale.md, ~6 min)"
 	@echo "make bench-pipeline  time the data pipelines (python -m tools.bench pipeline)"
+	@echo "make bench-siamese  notebook 05's recipe with one change at a time, from notebook 03's backbone"
 	@echo "make bench-course  execute the six core solution notebooks under nbval, report times and results"
 	@echo "make export-onnx  export the encoder and classifier to ONNX, check parity, time both (docs/results/onnx.md)"
 	@echo "make serve      start the search service on 127.0.0.1:8000 (builds models and index first if needed)"
@@ -93,6 +94,10 @@ bench-scale: dev-data
 
 bench-pipeline: dev-data
 	$(BIN)/python -m tools.bench pipeline --json artifacts/bench_pipeline.json
+
+# Notebook 05's recipe with one change at a time, from notebook 03's backbone (about 5 minutes on a 2-core CPU)
+bench-siamese: dev-data
+	$(BIN)/python -m tools.siamese_sweep --json artifacts/siamese_sweep.json
 
 # Going further (notebook 10): export to ONNX, serve the search on 127.0.0.1:$(PORT), load-test it.
 PORT ?= 8000

@@ -58,6 +58,21 @@ def test_a_stopped_run_is_never_loaded_as_a_finished_one(synthetic_imagefolder, 
     assert message.startswith("Loaded the backbone") and "older kit" not in message
 
 
+def test_an_encoder_without_the_projection_head_is_replaced(synthetic_imagefolder, monkeypatch, tmp_path):
+    """An older kit saved encoder_best.pt without the head: notebooks 06-10 expect the head, so it is retrained."""
+    from helper_utils.reference import SiameseEncoder
+    from helper_utils.training import save_checkpoint
+
+    monkeypatch.setenv("FASHION_KIT_DATA", str(synthetic_imagefolder))
+    fit_classifier(TINY_CLASSIFIER, device="cpu", progress=False, save_dir=tmp_path)
+    save_checkpoint({"state_dict": SiameseEncoder(MobileNetBackbone()).state_dict()}, tmp_path / "encoder_best.pt")
+    encoder, message = load_or_train_encoder("cpu", tmp_path, progress=False, siamese_recipe=TINY_SIAMESE)
+    assert "has no projection head" in message and "fine-tuned one here" in message
+    assert hasattr(encoder, "projection")
+    _, message = load_or_train_encoder("cpu", tmp_path, progress=False)
+    assert message.startswith("Loaded the encoder")
+
+
 def test_an_older_kits_checkpoint_is_loaded_and_says_so(tmp_path):
     from helper_utils.training import save_checkpoint
 

@@ -7,7 +7,7 @@ and in browsers. The service in :mod:`helper_utils.going_further.serve` loads th
 What the exported graphs take and give (the contract every client codes against)::
 
     input   "images"         uint8  (batch, 64, 64, 3)  RGB pixels, channels last, as decoded
-    encoder "embeddings"     float32 (batch, 64)        L2-normalised: length 1 (non-negative ReLU features: distances in [0, sqrt(2)])
+    encoder "embeddings"     float32 (batch, 64)        L2-normalised: length 1 (distances in [0, 2])
     classifier "logits"      float32 (batch, C)         raw scores
                "probabilities" float32 (batch, C)       softmax of the logits, rows sum to 1
 

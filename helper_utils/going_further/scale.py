@@ -7,8 +7,9 @@ The real catalog has 2758 photos, far too few to show why approximate search exi
 million real fashion photos are not at hand. :func:`synthetic_catalog` draws a stand-in from a
 **Gaussian mixture on the unit sphere**, because what makes an index fast or slow is the
 *geometry* of the data, and real embeddings are nothing like uniform noise: they come in
-clusters (product types, near-duplicate photos), fill only a few of their 64 directions, and all
-lie in one cone (the encoder's features are pooled ReLU outputs, so never negative). Uniform
+clusters (product types, near-duplicate photos), fill only a few of their 64 directions, and lean
+towards one shared direction (a cone: pooled ReLU features are never negative, and notebook 05's
+projection head starts from them). Uniform
 noise in 64 dimensions has almost no neighbourhood structure: a point's nearest neighbour is
 nearly as far as a random point (median 1.08 against 1.41 at 2758 points), which makes every
 index look bad. How much recall depends on this "local intrinsic dimensionality" is shown by
@@ -33,7 +34,8 @@ the real catalog's (median nearest-neighbour distance 0.37 at a million against 
 real catalog, in the committed run). What does not stay the same: the many more centres fill
 more directions (about 51 effective dimensions at a million against 10 for the real catalog).
 The five weights were fitted (Nelder-Mead, seeds 0 and 1, n = 2758) to five
-statistics of the real validation+train embeddings of ``checkpoints/encoder_best.pt``: median
+statistics of the real validation+train embeddings of ``checkpoints/encoder_best.pt`` (an encoder
+of the kit before it had the projection head): median
 distance to the 1st and 10th nearest neighbour, median distance between random pairs, length of
 the mean vector (the cone) and participation ratio of the covariance spectrum (the effective
 number of dimensions). :func:`catalog_statistics` measures them, and the benchmark report puts

@@ -119,3 +119,19 @@ def test_update_readme_leaves_a_readme_without_markers_alone(tmp_path):
 def test_unknown_recipe_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown recipe 'fast'"):
         results.run_recipe("fast", seed=0)
+
+
+def test_siamese_sweep_trains_each_variation_from_one_backbone(synthetic_imagefolder, monkeypatch, tmp_path):
+    from helper_utils.reference import MobileNetBackbone
+    from helper_utils.training import save_checkpoint
+    from tools import siamese_sweep
+
+    monkeypatch.setenv("FASHION_KIT_DATA", str(synthetic_imagefolder))
+    monkeypatch.setenv("FASHION_KIT_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    save_checkpoint({"state_dict": MobileNetBackbone().state_dict()}, tmp_path / "checkpoints" / "backbone_best.pt")
+    variations = [{"epochs": 1, "samples_per_class": 2, "head": "none"}, {"epochs": 1, "samples_per_class": 2}]
+    assert siamese_sweep.main(["--variations", json.dumps(variations), "--json", str(tmp_path / "sweep.json")]) == 0
+    rows = json.loads((tmp_path / "sweep.json").read_text())["rows"]
+    assert [row["changes"] for row in rows] == ["backbone as it is", *variations]
+    assert all(0 <= row["P@1"] <= 1 and 0 <= row["mAP@R"] <= 1 for row in rows)
+    assert not (tmp_path / "checkpoints" / "encoder_best.pt").exists()  # the course's encoder is left alone

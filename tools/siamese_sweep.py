@@ -1,0 +1,81 @@
+"""Variations of notebook 05's siamese recipe, each fine-tuned from one saved backbone (``make bench-siamese``).
+
+Every variation is a set of :class:`~helper_utils.recipes.SiameseRecipe` fields; each is trained
+from the same backbone (``checkpoints/backbone_best.pt`` by default, notebook 03's) and measured
+the way notebook 05 measures: leave-one-out on the validation catalog, L2-normalised embeddings.
+The results page's projection-head table was measured with::
+
+    python -m tools.siamese_sweep --variations '[{"head": "none"}, {"head_lr_factor": 10}, ...]'
+
+One run per variation: a difference of a query or two (0.36 points each) is noise; the bootstrap
+intervals of notebook 05 and the seeds of ``make bench`` say how much.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from helper_utils.data import ClothingDataset
+from helper_utils.device import get_device, machine_description
+from helper_utils.recipes import SiameseRecipe, fit_siamese
+from helper_utils.reference import MobileNetBackbone, SiameseEncoder, get_embeddings, val_transform
+from helper_utils.retrieval import l2_normalize, retrieval_metrics
+from helper_utils.training import checkpoint_dir, load_checkpoint
+
+__all__ = ["DEFAULT_VARIATIONS", "run_variation", "main"]
+
+DEFAULT_VARIATIONS = (  # the recipe's own values, then one change at a time
+    {"head": "none"}, {}, {"head_lr_factor": 1.0}, {"head_lr_factor": 10.0}, {"head_lr_factor": 30.0},
+    {"mining": "hard"}, {"margin": 0.1}, {"margin": 0.3}, {"samples_per_class": 8}, {"epochs": 20},
+)
+
+
+def _measure(encoder, catalog: ClothingDataset, device) -> dict[str, float]:
+    embeddings = l2_normalize(get_embeddings(encoder, catalog, device))
+    metrics = retrieval_metrics(embeddings, catalog.targets)
+    return {name: round(metrics[name], 3) for name in ("P@1", "Recall@5", "R-Precision", "mAP@R")}
+
+
+def run_variation(changes: dict, backbone_path: Path, device, catalog: ClothingDataset) -> dict:
+    """Fine-tune ``SiameseRecipe(**changes)`` from the backbone at ``backbone_path``; its metrics and time."""
+    recipe = SiameseRecipe(**changes)
+    backbone = MobileNetBackbone()
+    load_checkpoint(backbone, backbone_path, device)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:  # never overwrite the course's encoder_best.pt
+        encoder, _ = fit_siamese(backbone, recipe, device=device, progress=False, save_dir=Path(tmp))
+    return {"changes": changes, **_measure(encoder, catalog, device), "seconds": round(time.perf_counter() - start)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.siamese_sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("--variations", type=json.loads, default=list(DEFAULT_VARIATIONS),
+                        help="a JSON list of SiameseRecipe field changes, one training run each")
+    parser.add_argument("--backbone", type=Path, default=None, help="default: checkpoints/backbone_best.pt")
+    parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    args = parser.parse_args(argv)
+    device = get_device()
+    backbone_path = args.backbone or checkpoint_dir() / "backbone_best.pt"
+    catalog = ClothingDataset("validation", transform=val_transform)
+    backbone = MobileNetBackbone()
+    load_checkpoint(backbone, backbone_path, device)
+    print(f"Siamese recipe sweep on {machine_description()}, from {backbone_path}", flush=True)
+    rows = [{"changes": "backbone as it is", **_measure(SiameseEncoder(backbone).to(device), catalog, device),
+             "seconds": 0}]
+    print(rows[0], flush=True)
+    for changes in args.variations:
+        rows.append(run_variation(changes, backbone_path, device, catalog))
+        print(rows[-1], flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"machine": machine_description(), "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
