@@ -97,7 +97,7 @@ bench-pipeline: dev-data
 
 # Notebook 05's recipe with one change at a time, from notebook 03's backbone (about 5 minutes on a 2-core CPU)
 bench-siamese: dev-data
-	$(BIN)/python -m tools.siamese_sweep --json artifacts/siamese_sweep.json
+	$(BIN)/python -m tools.siamese_sweep --json docs/results/siamese_sweep.json
 
 # Going further (notebook 10): export to ONNX, serve the search on 127.0.0.1:$(PORT), load-test it.
 PORT ?= 8000
