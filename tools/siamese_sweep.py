@@ -27,7 +27,7 @@ from helper_utils.reference import MobileNetBackbone, SiameseEncoder, get_embedd
 from helper_utils.retrieval import l2_normalize, retrieval_metrics
 from helper_utils.training import checkpoint_dir, load_checkpoint
 
-__all__ = ["DEFAULT_VARIATIONS", "run_variation", "main"]
+__all__ = ["DEFAULT_VARIATIONS", "run_variation", "sweep_markdown", "main"]
 
 DEFAULT_VARIATIONS = (  # the recipe's own values, then one change at a time
     {"head": "none"}, {}, {"head_lr_factor": 1.0}, {"head_lr_factor": 10.0}, {"head_lr_factor": 30.0},
@@ -52,13 +52,30 @@ def run_variation(changes: dict, backbone_path: Path, device, catalog: ClothingD
     return {"changes": changes, **_measure(encoder, catalog, device), "seconds": round(time.perf_counter() - start)}
 
 
+def sweep_markdown(rows: list[dict]) -> str:
+    """The rows as the results page's table: one line per variation, the recipe's own values named as such."""
+    lines = ["| variation of `SiameseRecipe()` | P@1 | Recall@5 | R-Precision | mAP@R | train (s) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for row in rows:
+        changes = row["changes"]
+        if isinstance(changes, dict):
+            changes = ", ".join(f"`{key}={value!r}`" for key, value in changes.items()) or "the recipe as it is"
+        lines.append(f"| {changes} | {row['P@1']:.3f} | {row['Recall@5']:.3f} | {row['R-Precision']:.3f} | "
+                     f"{row['mAP@R']:.3f} | {row['seconds']} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.siamese_sweep", description=__doc__.splitlines()[0])
     parser.add_argument("--variations", type=json.loads, default=list(DEFAULT_VARIATIONS),
                         help="a JSON list of SiameseRecipe field changes, one training run each")
     parser.add_argument("--backbone", type=Path, default=None, help="default: checkpoints/backbone_best.pt")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    parser.add_argument("--from-json", type=Path, help="print the table of a saved sweep, training nothing")
     args = parser.parse_args(argv)
+    if args.from_json:
+        print(sweep_markdown(json.loads(args.from_json.read_text())["rows"]), end="")
+        return 0
     device = get_device()
     backbone_path = args.backbone or checkpoint_dir() / "backbone_best.pt"
     catalog = ClothingDataset("validation", transform=val_transform)
@@ -74,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"machine": machine_description(), "rows": rows}, indent=2) + "\n")
+    print("\n" + sweep_markdown(rows), end="")
     return 0
 
 

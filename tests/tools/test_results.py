@@ -135,3 +135,5 @@ def test_siamese_sweep_trains_each_variation_from_one_backbone(synthetic_imagefo
     assert [row["changes"] for row in rows] == ["backbone as it is", *variations]
     assert all(0 <= row["P@1"] <= 1 and 0 <= row["mAP@R"] <= 1 for row in rows)
     assert not (tmp_path / "checkpoints" / "encoder_best.pt").exists()  # the course's encoder is left alone
+    table = siamese_sweep.sweep_markdown(rows)
+    assert table.count("\n") == 2 + 3 and "| backbone as it is |" in table and "`head='none'`" in table
