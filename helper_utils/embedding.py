@@ -16,7 +16,7 @@ from torch import nn
 from helper_utils.reference import SiameseEncoder
 from helper_utils.retrieval import l2_normalize
 
-__all__ = ["ProjectedEncoder", "embedding_dim", "encoder_from_state_dict"]
+__all__ = ["ProjectedEncoder", "embedding_dim", "encoder_for", "encoder_from_state_dict"]
 
 
 class ProjectedEncoder(nn.Module):
@@ -48,17 +48,22 @@ def embedding_dim(encoder: nn.Module, image_size: int = 64) -> int:
     return int(dim)
 
 
-def encoder_from_state_dict(state_dict: dict, backbone: nn.Module) -> nn.Module:
-    """The module a saved encoder's weights belong to, with those weights loaded.
+def encoder_for(state_dict: dict, backbone: nn.Module) -> nn.Module:
+    """The module, with fresh weights, that a saved encoder's ``state_dict`` belongs to.
 
-    A state dict with ``projection.*`` weights was saved from a :class:`ProjectedEncoder`;
-    one without (an encoder of an older kit, or a recipe with ``head="none"``) from a plain
-    ``SiameseEncoder``. Raises the usual ``RuntimeError`` of ``load_state_dict`` when the
-    weights do not fit ``backbone``.
+    A state dict with a 2-D ``projection.weight`` was saved from a :class:`ProjectedEncoder`;
+    any other (an encoder of an older kit, or a recipe with ``head="none"``) from a plain
+    ``SiameseEncoder``. Loading weights that fit neither is left to ``load_state_dict``, which
+    says what does not fit.
     """
-    if "projection.weight" in state_dict:
-        encoder = ProjectedEncoder(SiameseEncoder(backbone), dim=state_dict["projection.weight"].shape[0])
-    else:
-        encoder = SiameseEncoder(backbone)
+    projection = state_dict.get("projection.weight")
+    if isinstance(projection, torch.Tensor) and projection.ndim == 2:
+        return ProjectedEncoder(SiameseEncoder(backbone), dim=projection.shape[0])
+    return SiameseEncoder(backbone)
+
+
+def encoder_from_state_dict(state_dict: dict, backbone: nn.Module) -> nn.Module:
+    """:func:`encoder_for` with the weights loaded (``load_state_dict``'s ``RuntimeError`` if they do not fit)."""
+    encoder = encoder_for(state_dict, backbone)
     encoder.load_state_dict(state_dict)
     return encoder

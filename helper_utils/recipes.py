@@ -24,8 +24,8 @@ from helper_utils.losses import MinedTripletLoss
 from helper_utils.reference import (MobileNetBackbone, MobileNetLikeClassifier, SiameseEncoder, compute_class_weights,
                                     get_embeddings)
 from helper_utils.retrieval import retrieval_metrics
-from helper_utils.training import (KIT_VERSION, checkpoint_dir, describe_partial, finish_checkpoint, load_checkpoint,
-                                   read_checkpoint_info, save_checkpoint, train_classifier, train_siamese)
+from helper_utils.training import (KIT_VERSION, checkpoint_dir, describe_partial, finish_checkpoint,
+                                   save_checkpoint, train_classifier, train_siamese)
 
 # What the learner reads before a fallback training starts. The times are those of notebooks 03 and 05
 # on the README's 2-core CPU (226 s for the classifier's 120 epochs, 22 s for the encoder's 10).
@@ -188,9 +188,10 @@ def load_or_train_backbone(device=None, save_dir: Path | None = None, progress: 
     device = device or get_device()
     path = (Path(save_dir) if save_dir is not None else checkpoint_dir()) / "backbone_best.pt"
     backbone = MobileNetBackbone()
-    partial = _partial_run(path)
-    if path.exists() and partial is None:
-        meta = load_checkpoint(backbone, path, device)
+    meta = _read_checkpoint(path)
+    partial = _partial_run(meta)
+    if meta is not None and partial is None:
+        backbone.load_state_dict(meta["state_dict"])
         older = "" if meta.get("finished") else "; saved by an older kit, which did not record whether its run finished"
         return backbone.to(device), (f"Loaded the backbone trained in notebook 03 from {path.name} "
                                      f"(epoch {meta['epoch']}, validation accuracy {meta['val_acc']:.1%}{older}).")
@@ -204,15 +205,17 @@ def load_or_train_backbone(device=None, save_dir: Path | None = None, progress: 
     return model.backbone, (f"{why} (best validation accuracy {history['best_val_acc']:.1%}) and saved its backbone.")
 
 
-def _partial_run(path: Path) -> str | None:
-    """How the run that saved ``path`` stopped (e.g. "stopped after epoch 82 of 120"), ``None`` if it finished.
+def _read_checkpoint(path: Path) -> dict | None:
+    """The checkpoint saved at ``path`` (weights and what it says about its run), read once; ``None`` if absent."""
+    return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
 
-    A checkpoint of an older kit says nothing either way; it is taken as finished (``None``).
+
+def _partial_run(checkpoint: dict | None) -> str | None:
+    """How the run that saved ``checkpoint`` stopped (e.g. "stopped after epoch 82 of 120"), ``None`` if it finished.
+
+    A checkpoint of an older kit says nothing either way; it is taken as finished (``None``), as is no checkpoint.
     """
-    if not path.exists():
-        return None
-    info = read_checkpoint_info(path)
-    return describe_partial(info) if info["finished"] is False else None
+    return describe_partial(checkpoint) if checkpoint is not None and checkpoint.get("finished") is False else None
 
 
 def embedding_metrics(encoder: nn.Module, dataset, device, ks=(1, 5)) -> dict[str, float]:
@@ -263,10 +266,11 @@ def load_or_train_encoder(device=None, save_dir: Path | None = None, progress: b
     """
     device = device or get_device()
     path = (Path(save_dir) if save_dir is not None else checkpoint_dir()) / "encoder_best.pt"
-    partial = _partial_run(path)
-    headless = path.exists() and partial is None and "projection.weight" not in _state_dict(path)
-    if path.exists() and partial is None and not headless:
-        encoder = load_encoder(path, MobileNetBackbone(), device)
+    checkpoint = _read_checkpoint(path)
+    partial = _partial_run(checkpoint)
+    headless = checkpoint is not None and partial is None and "projection.weight" not in checkpoint["state_dict"]
+    if checkpoint is not None and partial is None and not headless:
+        encoder = encoder_from_state_dict(checkpoint["state_dict"], MobileNetBackbone()).to(device)
         return encoder.eval(), f"Loaded the encoder trained in notebook 05 from {path.name}."
     print(TRAINING_ENCODER_NOTICE, flush=True)
     backbone, message = load_or_train_backbone(device, save_dir, progress, classifier_recipe)
@@ -280,13 +284,10 @@ def load_or_train_encoder(device=None, save_dir: Path | None = None, progress: b
     return encoder, f"{message} {why}: fine-tuned one here and saved it."
 
 
-def _state_dict(path: Path) -> dict:
-    return torch.load(Path(path), map_location="cpu", weights_only=True)["state_dict"]
-
-
 def load_encoder(path: Path, backbone: nn.Module, device=None) -> nn.Module:
     """The encoder saved at ``path`` by :func:`fit_siamese`, on ``backbone``, with or without a projection head."""
-    return encoder_from_state_dict(_state_dict(path), backbone).to(device or "cpu")
+    checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
+    return encoder_from_state_dict(checkpoint["state_dict"], backbone).to(device or "cpu")
 
 
 @dataclass

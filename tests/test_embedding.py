@@ -58,3 +58,12 @@ def test_the_head_learns_faster_than_the_backbone_and_bad_heads_are_refused():
     assert [g["lr"] for g in groups] == [1e-3, pytest.approx(3e-3)]
     with pytest.raises(ValueError, match="head should be 'linear' or 'none'"):
         SiameseRecipe(head="mlp")
+
+
+def test_weights_that_fit_neither_architecture_fail_in_load_state_dict():
+    from helper_utils.embedding import encoder_for
+
+    odd = {"projection.weight": 3}  # not a matrix: no projection head is built for it
+    assert type(encoder_for(odd, MobileNetBackbone())) is SiameseEncoder
+    with pytest.raises(RuntimeError, match="projection.weight"):
+        encoder_from_state_dict(odd, MobileNetBackbone())

@@ -47,7 +47,7 @@ from torch import nn
 from helper_utils.data import CLASSES_7, CLASSES_10, ClothingDataset
 from helper_utils import paths
 from helper_utils.files import atomic_path, sha256_file
-from helper_utils.embedding import encoder_from_state_dict
+from helper_utils.embedding import encoder_for
 from helper_utils.reference import MobileNetBackbone, MobileNetLikeClassifier
 from helper_utils.training import checkpoint_dir
 
@@ -167,11 +167,8 @@ def load_encoder(checkpoints: str | Path | None = None) -> tuple[nn.Module, Path
     path = Path(checkpoints or checkpoint_dir()) / "encoder_best.pt"
     how = "run notebook 05 (or helper_utils.recipes.load_or_train_encoder())"
     state = _checkpoint(path, "encoder", how)
-    try:
-        encoder = encoder_from_state_dict(state["state_dict"], MobileNetBackbone())
-    except (RuntimeError, KeyError, TypeError, IndexError, AttributeError) as error:
-        raise ValueError(f"{path} does not fit the kit's encoder ({str(error).splitlines()[0][:200]}). "
-                         f"To make it again, {how}.") from None
+    encoder = encoder_for(state["state_dict"], MobileNetBackbone())  # with or without a projection head
+    _load_weights(encoder, state, path, how)
     return encoder.eval(), path
 
 
