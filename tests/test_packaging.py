@@ -64,3 +64,13 @@ def test_packages_import_from_any_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     import helper_utils  # noqa: F401
     import unittests  # noqa: F401
+
+
+
+def test_an_installed_kit_carries_the_pinned_file_list():
+    """fetch reads helper_utils/dataset_files.txt: a wheel (not only a clone) must ship it."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "dataset_files.txt" in package_data["helper_utils"]
+    assert (ROOT / "helper_utils" / "dataset_files.txt").is_file()
