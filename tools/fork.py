@@ -59,18 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--org", required=True, help="the fork's GitHub owner, or owner/name if it was renamed")
     parser.add_argument("--tag", help="the fork's release tag (default: <owner>-v<kit version>)")
     args = parser.parse_args(argv)
+    root = REPO
     try:
-        wanted, changed = fork(args.org, args.tag)
+        wanted, changed = fork(args.org, args.tag, root)
     except (ValueError, release.ReleaseError) as error:
         print(f"fork: {error}", file=sys.stderr)
         return 2
     for path in changed:
-        print(f"written: {path.relative_to(REPO)}")
+        print(f"written: {path.relative_to(root)}")
     print(f"The course now installs from {wanted.repository} at tag {wanted.tag}. Next:\n"
           f"  python -m tools.release --check --publish\n"
           f"  git commit -am 'Point the course at {wanted.owner}/{wanted.name} {wanted.tag}'\n"
           f"  git tag {wanted.tag} && git push origin HEAD {wanted.tag}")
-    left = publish.problems(publish=True)
+    left = publish.problems(root, publish=True)
     for problem in left:
         print(f"fork: {problem}", file=sys.stderr)
     return 1 if left else 0

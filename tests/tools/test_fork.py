@@ -103,6 +103,17 @@ def test_a_tag_the_fork_inherited_is_refused(tmp_path):
     assert fork.fork("myuni", root=root)[0].tag == "myuni-v0.2.0"
 
 
+def test_the_command_says_what_it_wrote_and_what_to_do_next(tmp_path, monkeypatch, capsys):
+    root = _kit_copy(tmp_path)
+    monkeypatch.setattr(fork, "REPO", root)
+    assert fork.main(["--org", "myuni"]) == 0
+    out = capsys.readouterr().out
+    assert "written: README.md" in out and "written: notebooks/solutions/01_data_pipeline.ipynb" in out
+    assert "git tag myuni-v0.2.0 && git push origin HEAD myuni-v0.2.0" in out
+    assert fork.main(["--org", "my org"]) == 2
+    assert capsys.readouterr().err.startswith("fork: owner 'my org'")
+
+
 def test_make_fork_passes_org_and_tag_and_asks_for_org():
     make = ["make", "-n", "-C", str(ROOT)]
     dry = subprocess.run(make + ["fork", "ORG=myuni", "TAG=fall-2025"], capture_output=True, text=True)
