@@ -116,3 +116,11 @@ def test_packages_import_from_any_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     import helper_utils  # noqa: F401
     import unittests  # noqa: F401
+
+
+def test_make_lab_installs_jupyterlab_with_the_course():
+    """JupyterLab is no longer a core dependency: the course's own install (`make lab`, `make setup`) adds it."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("$(STAMP): pyproject.toml\n", 1)[1].split("\n\n", 1)[0]
+    assert "pip install --quiet -e '.[lab]'" in recipe
+    assert re.search(r"^lab: data\n", makefile, re.M) and re.search(r"^data: \$\(STAMP\)", makefile, re.M)
