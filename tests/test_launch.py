@@ -83,7 +83,7 @@ def test_colab_cell_does_nothing_outside_colab(tmp_path):
 
 
 def test_the_grader_skips_the_colab_cell():
-    from unittests.grade import RUN_TAGS
+    from unittests.grading.cells import RUN_TAGS
 
     assert COLAB_TAG not in RUN_TAGS
 

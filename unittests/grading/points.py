@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Exercise", "EXERCISES", "CORE_NOTEBOOKS", "notebook_exercises", "exercise_of"]
+__all__ = ["Exercise", "EXERCISES", "notebook_exercises"]
 
 
 @dataclass(frozen=True)
@@ -49,14 +49,7 @@ EXERCISES: tuple[Exercise, ...] = (
     Exercise("07_evaluation_and_explainability", "grad_cam", "test_grad_cam", ("grad_cam",)),
 )
 
-CORE_NOTEBOOKS = tuple(dict.fromkeys(e.notebook for e in EXERCISES if e.notebook[:2] <= "06"))
-
-
 def notebook_exercises(notebook: str) -> tuple[Exercise, ...]:
     """The exercises of ``notebook`` (its file name without .ipynb), in the notebook's order."""
     return tuple(e for e in EXERCISES if e.notebook == notebook)
 
-
-def exercise_of(grader: str) -> Exercise | None:
-    """The exercise that ``grader`` (e.g. ``"test_block"``) checks, or None for a grader not in the table."""
-    return next((e for e in EXERCISES if e.grader == grader), None)
