@@ -3,6 +3,9 @@
 Call one after the exercise cell, e.g. ``unittests.test_block(InvertedResidualBlock)``.
 Each prints what it checked and returns a report that is truthy when every case passed.
 Set ``UNITTESTS_STRICT=1`` to make a failing grader raise (CI does).
+
+A cell that runs an exercise's answer starts with ``unittests.require("name")``: while the exercise
+is unfinished, the cell stops there with one line naming it and its section.
 """
 
 from unittests.framework import GraderFailed, Report, STRICT_ENV
@@ -14,11 +17,14 @@ from unittests.siamese_training import (test_batch_hard_triplet_loss, test_pairw
                                         test_siamese_encoder, test_siamese_network)
 from unittests.visual_search import test_find_closest, test_get_embeddings, test_query_embedding
 from unittests.evaluation_and_explainability import test_grad_cam
+from unittests.unfinished import UnfinishedExercise, require
 
 __all__ = [
     "GraderFailed",
     "Report",
     "STRICT_ENV",
+    "UnfinishedExercise",
+    "require",
     "test_transforms",
     "test_class_weights",
     "test_block",

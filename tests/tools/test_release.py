@@ -134,3 +134,12 @@ def test_misspelled_markers_are_refused_with_notebook_cell_and_line(typo, tmp_pa
 def test_exact_markers_and_ordinary_comments_are_accepted():
     source = SOLUTION + "\n# start the code here with the stem, then the blocks\nstub = 1  # STUB is a word"
     release.make_learner_source(source)
+
+
+def test_each_answer_is_mapped_to_the_heading_of_the_section_teaching_it():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title\n\n## 1. Intro"),
+                nbformat.v4.new_markdown_cell("## 2. Exercise: a block (about 4 lines)\n\n### Details"),
+                nbformat.v4.new_code_cell(SOLUTION, metadata={"tags": ["exercise"]}),
+                nbformat.v4.new_code_cell("helper = 1", metadata={"tags": ["export"]})]
+    assert release.exercise_sections(nb) == {"Block": "2. Exercise: a block"}
