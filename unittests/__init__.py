@@ -10,8 +10,8 @@ from unittests.data_pipeline import test_class_weights, test_transforms
 from unittests.inverted_residual_block import test_block
 from unittests.backbone_and_classifier import test_backbone, test_classifier
 from unittests.triplet_dataset import test_triplet_dataset
-from unittests.siamese_training import (test_batch_hard_triplet_loss, test_pairwise_distances, test_recall_at_k,
-                                        test_siamese_encoder, test_siamese_network)
+from unittests.siamese_training import (test_batch_hard_triplet_loss, test_pairwise_distances, test_projection_head,
+                                        test_recall_at_k, test_siamese_encoder, test_siamese_network)
 from unittests.visual_search import test_find_closest, test_get_embeddings, test_query_embedding
 from unittests.evaluation_and_explainability import test_grad_cam
 
@@ -30,6 +30,7 @@ __all__ = [
     "test_pairwise_distances",
     "test_batch_hard_triplet_loss",
     "test_recall_at_k",
+    "test_projection_head",
     "test_query_embedding",
     "test_get_embeddings",
     "test_find_closest",

@@ -2,12 +2,12 @@
 # DO NOT EDIT: edit the exercise cells of the notebooks, then run `make release`.
 """Reference answers of every exercise, one module per solution notebook, in course order."""
 
-__all__ = ['train_transform', 'val_transform', 'compute_class_weights', 'InvertedResidualBlock', 'MobileNetBackbone', 'MobileNetLikeClassifier', 'TripletDataset', 'SiameseEncoder', 'SiameseNetwork', 'pairwise_distances', 'batch_hard_triplet_loss', 'recall_at_k', 'get_query_img_embedding', 'get_embeddings', 'find_closest', 'grad_cam']
+__all__ = ['train_transform', 'val_transform', 'compute_class_weights', 'InvertedResidualBlock', 'MobileNetBackbone', 'MobileNetLikeClassifier', 'TripletDataset', 'SiameseEncoder', 'SiameseNetwork', 'pairwise_distances', 'batch_hard_triplet_loss', 'recall_at_k', 'ProjectionHead', 'get_query_img_embedding', 'get_embeddings', 'find_closest', 'grad_cam']
 
 from helper_utils.reference.data_pipeline import train_transform, val_transform, compute_class_weights
 from helper_utils.reference.inverted_residual_block import InvertedResidualBlock
 from helper_utils.reference.backbone_and_classifier import MobileNetBackbone, MobileNetLikeClassifier
 from helper_utils.reference.triplet_dataset import TripletDataset
-from helper_utils.reference.siamese_training import SiameseEncoder, SiameseNetwork, pairwise_distances, batch_hard_triplet_loss, recall_at_k
+from helper_utils.reference.siamese_training import SiameseEncoder, SiameseNetwork, pairwise_distances, batch_hard_triplet_loss, recall_at_k, ProjectionHead
 from helper_utils.reference.visual_search import get_query_img_embedding, get_embeddings, find_closest
 from helper_utils.reference.evaluation_and_explainability import grad_cam
