@@ -20,7 +20,7 @@ _EXPORTS = {
     "unittests.backbone_and_classifier": ["test_backbone", "test_classifier"],
     "unittests.triplet_dataset": ["test_triplet_dataset"],
     "unittests.siamese_training": ["test_siamese_encoder", "test_siamese_network", "test_pairwise_distances",
-                                   "test_batch_hard_triplet_loss", "test_recall_at_k"],
+                                   "test_batch_hard_triplet_loss", "test_recall_at_k", "test_projection_head"],
     "unittests.visual_search": ["test_query_embedding", "test_get_embeddings", "test_find_closest"],
     "unittests.evaluation_and_explainability": ["test_grad_cam"],
     "unittests.unfinished": ["UnfinishedExercise", "require"],
