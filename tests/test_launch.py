@@ -99,7 +99,7 @@ def test_colab_cell_left_on_the_placeholder_says_what_to_set(tmp_path):
 
 
 def test_the_grader_skips_the_colab_cell():
-    from unittests.grade import RUN_TAGS
+    from unittests.grading.cells import RUN_TAGS
 
     assert COLAB_TAG not in RUN_TAGS
 

@@ -21,11 +21,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from unittests import grade as grader_cli
-from unittests.gradebook import ExerciseResult, FIELDS, STATUSES
-from unittests.points import EXERCISES, notebook_exercises
+from unittests.grading import grade as grader_cli
+from unittests.grading.cells import defined_names
+from unittests.grading.gradebook import ExerciseResult, FIELDS, STATUSES
+from unittests.grading.points import EXERCISES, notebook_exercises
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 B, S = "02_inverted_residual_block", "06_visual_search"
 NOTEBOOKS = [B, S]
 SETTINGS = grader_cli.Settings(notebook_timeout_s=90, cell_timeout_s=10)  # the endless loop costs one cell limit
@@ -269,7 +270,7 @@ def test_points_table_matches_the_kit_notebooks():
     for e in EXERCISES:
         assert callable(getattr(unittests, e.grader)) and e.points > 0
         sources = [c.source for c in _notebook("learner", e.notebook).cells if "exercise" in c.metadata.get("tags", [])]
-        assert any(set(e.defines) & grader_cli._defined_names(src) for src in sources), e
+        assert any(set(e.defines) & set(defined_names(src)) for src in sources), e
 
 
 def test_plain_kernels_grade_alike(tmp_path):
