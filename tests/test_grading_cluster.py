@@ -171,7 +171,8 @@ def test_no_unexplained_placeholder_and_one_image_at_the_release_tag():
     images = {c["image"] for doc in _objects("grade-job.yaml") + _objects("merge-job.yaml") + _objects("volumes.yaml")
               if doc["kind"] in ("Job", "Pod")
               for c in (doc["spec"]["template"]["spec"] if doc["kind"] == "Job" else doc["spec"])["containers"]}
-    assert images == {f"fashion-kit-grader:{publish.current().tag}"}
+    (image,) = images  # one image for every pod
+    assert re.fullmatch(rf"([^\s/]+/)*fashion-kit-grader:{re.escape(publish.current().tag)}", image), image
     header = (GRADING / "grade-job.yaml").read_text().split("apiVersion")[0]
     assert "docs/grading/Dockerfile" in header and "kind load" in header and "registry" in header
     assert publish.problems() == []  # the image's tag is the notebooks' TAG

@@ -6,7 +6,7 @@ A release is a GitHub repository and a git tag. Three kinds of file name them, a
   the learner notebooks get it from there through ``tools.release``);
 - the README's Colab and Binder links (``colab.research.google.com/github/OWNER/NAME/blob/TAG/...``,
   ``mybinder.org/v2/gh/OWNER/NAME/TAG``);
-- the grading image of the cluster files (``image: fashion-kit-grader:TAG`` in ``docs/grading/*.yaml``).
+- the grading image of the cluster files (``image: [REGISTRY/]fashion-kit-grader:TAG`` in ``docs/grading/*.yaml``).
 
 The kit itself is published under the placeholder owner ``<org>``: :func:`problems` with
 ``publish=True`` refuses it, and ``tools.fork`` replaces it with a fork's own.
@@ -38,7 +38,8 @@ _TAG_LINE = re.compile(r'^TAG = "(?P<tag>[^"]*)"', re.M)
 _COLAB_LINK = re.compile(r"https://colab\.research\.google\.com/github/(?P<owner>[^/\s]+)/(?P<name>[^/\s]+)"
                          r"/blob/(?P<tag>[^/\s]+)/(?P<path>[^)\s]+)")
 _BINDER_LINK = re.compile(r"https://mybinder\.org/v2/gh/(?P<owner>[^/\s]+)/(?P<name>[^/\s]+)/(?P<tag>[^?/\s)]+)")
-_IMAGE_LINE = re.compile(rf"^(?P<indent>\s*)image: {IMAGE}:(?P<tag>\S+)", re.M)
+# the image, pushed to a registry or not: "fashion-kit-grader:TAG", "ghcr.io/myuni/fashion-kit-grader:TAG"
+_IMAGE_LINE = re.compile(rf"^(?P<start>[ \t]*image: (?:\S+/)?{IMAGE}):(?P<tag>\S+)", re.M)
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ def point_at(release: Release, root: Path = REPO) -> list[Path]:
         wanted[readme] = _BINDER_LINK.sub(f"https://mybinder.org/v2/gh/{release.owner}/{release.name}/{release.tag}",
                                           text)
     for path in sorted((root / "docs" / "grading").glob("*.yaml")):
-        wanted[path] = _IMAGE_LINE.sub(lambda m: f"{m['indent']}image: {IMAGE}:{release.tag}",
+        wanted[path] = _IMAGE_LINE.sub(lambda m: f"{m['start']}:{release.tag}",
                                        path.read_text(encoding="utf-8"))
     changed = [path for path, text in wanted.items() if path.read_text(encoding="utf-8") != text]
     for path in changed:

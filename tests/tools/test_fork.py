@@ -74,9 +74,12 @@ def test_fork_rewrites_every_colab_cell_and_readme_link(tmp_path):
                 assert line.strip() == "image: fashion-kit-grader:myuni-v0.2.0", path.name
     assert root / "README.md" in changed and root / "notebooks" / "02_inverted_residual_block.ipynb" in changed
 
-    # a renamed fork with its own tag; running it again changes nothing more
+    # the image pushed to a registry keeps its name; a renamed fork with its own tag; running again changes nothing
+    job = root / "docs" / "grading" / "grade-job.yaml"
+    job.write_text(job.read_text().replace("image: fashion-kit-grader:", "image: ghcr.io/myuni/fashion-kit-grader:"))
     fork.fork("other-org/ml-course", "ml-2025", root=root)
     assert publish.current(root) == publish.Release("other-org", "ml-course", "ml-2025")
+    assert "image: ghcr.io/myuni/fashion-kit-grader:ml-2025\n" in job.read_text()
     assert fork.fork("other-org/ml-course", "ml-2025", root=root)[1] == []
     assert publish.problems(root, publish=True) == []
 
@@ -88,6 +91,9 @@ def test_a_launch_link_that_drifts_is_reported(tmp_path):
     readme.write_text(readme.read_text().replace("blob/myuni-v0.2.0/notebooks/03", "blob/v0.2.0/notebooks/03", 1))
     found = publish.problems(root)
     assert len(found) == 1 and "README.md (Colab link)" in found[0] and "'v0.2.0'" in found[0]
+    merge = root / "docs" / "grading" / "merge-job.yaml"
+    merge.write_text(merge.read_text().replace("fashion-kit-grader:myuni-v0.2.0", "fashion-kit-grader:latest"))
+    assert "docs/grading/merge-job.yaml (image) names tag 'latest'" in publish.problems(root)[1]
 
 
 @pytest.mark.parametrize("org, tag, message", [
