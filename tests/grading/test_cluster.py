@@ -24,7 +24,7 @@ import yaml
 
 from tools import publish
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GRADING = ROOT / "docs" / "grading"
 LABEL = {"app.kubernetes.io/part-of": "grade-class"}
 
