@@ -58,8 +58,8 @@ __all__ = ["QueryImageError", "MAX_UPLOAD_BYTES", "MAX_PIXELS", "MAX_FULL_DECODE
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # a phone photo is 2-8 MB; the models see 64x64 pixels anyway
 MAX_PIXELS = 40_000_000  # a single-scan JPEG: draft-decoded at 1/2..1/8 scale, the pixels stay a few MB
-MAX_FULL_DECODE_PIXELS = 12_000_000  # a PNG decodes whole, then converts: a palette -> RGBA -> RGBa peak, ~10 B/px
-MAX_WEBP_PIXELS = 6_000_000  # libwebp's decoder keeps two canvases besides Pillow's image: ~17 B/px at peak
+MAX_FULL_DECODE_PIXELS = 12_000_000  # a PNG decodes whole, then converts: palette (1 B/px) -> RGBA (4) -> RGBa (4)
+MAX_WEBP_PIXELS = 6_000_000  # libwebp keeps two RGBA canvases beside Pillow's RGBA image and its RGBa copy: 16 B/px
 MAX_JPEG_SCANS = 32  # a photo has 1 scan, a progressive one 6 to 18 (libjpeg's scripts); a scan bomb thousands
 MAX_JPEG_COEFFICIENT_BYTES = 64 * 1024 * 1024  # multi-scan JPEGs keep all coefficients: a 12 Mpx 4:2:0 photo is 36 MB
 MAX_DRAFT_PIXELS = 4_000_000  # a single-scan JPEG is decoded at the scale that keeps it under this (RGB: 12 MB)
@@ -163,8 +163,9 @@ def _open(data: bytes, name: str) -> Image.Image:
 def _jpeg_structure(data: bytes, name: str) -> JpegLayout:
     """The JPEG's layout, or an error for one without a frame or with junk between its segments.
 
-    Pillow skips junk between markers one byte at a time, in Python: 10 MB of it cost seconds
-    before the first pixel. libjpeg calls any such byte "corrupt data"; a photo has none.
+    Pillow skips junk between markers one byte at a time, in Python: an upload made of it would
+    cost far more than a photo before the first pixel. libjpeg calls any such byte "corrupt
+    data"; a photo has none.
     """
     layout = jpeg_layout(data)
     if not layout.sampling or layout.junk > _MAX_JPEG_JUNK:
@@ -261,7 +262,7 @@ def jpeg_layout(data: bytes) -> JpegLayout:
 
     Segments are skipped by their length field, as libjpeg skips them, so an EXIF thumbnail
     inside APP1 is not counted; entropy-coded data is skipped by searching for the next marker
-    (a C-speed regular expression: the walk costs milliseconds for 10 MB). The walk ends at the
+    (a regular expression, in C, never a Python loop over the bytes). The walk ends at the
     first EOI (an MPO's second picture is never decoded) or where the data ends.
     """
     scans, progressive, sampling, width, height, junk = 0, False, (), 0, 0, 0

@@ -40,8 +40,8 @@ from helper_utils.images import MAX_UPLOAD_BYTES, QueryImageError
 
 __all__ = ["DECODE_TIME_LIMIT_S", "SLOT_MEMORY_MIB", "DecodeResult", "DecodeTimeout", "DecoderBusy", "DecodePool", "DecodeWorker"]
 
-DECODE_TIME_LIMIT_S = 10.0  # a photo at the pixel limits decodes in about a second on a laptop; a bomb is stopped here
-SLOT_MEMORY_MIB = 128  # the most one decode adds to its worker, at the pixel limits (python -m tools.decode_memory)
+DECODE_TIME_LIMIT_S = 10.0  # far above what a photo at the pixel limits takes (tools/decode_memory.py times them)
+SLOT_MEMORY_MIB = 128  # the most one decode may add to its worker at the pixel limits (tools/decode_memory.py)
 STARTUP_TIMEOUT_S = 60.0  # a worker's start (Python, numpy, Pillow) is not counted in the decode's limit
 _READY = b"R"  # the first byte a worker writes, once it can decode
 _REQUEST = struct.Struct(">Q")  # upload length

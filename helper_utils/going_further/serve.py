@@ -84,7 +84,7 @@ from helper_utils.going_further.connections import (HEADER_TIMEOUT_S, MAX_CONNEC
                                                     server_config)
 from helper_utils.going_further.decoding import DECODE_TIME_LIMIT_S, DecodePool, DecoderBusy
 from helper_utils.going_further.export import (CLASSIFIER_FILE, ENCODER_FILE, INPUT_NAME, export_models, onnx_session,
-                                               read_metadata, resize_for_model)
+                                               read_metadata)
 from helper_utils.going_further.search_index import SearchIndex
 from helper_utils.images import MAX_UPLOAD_BYTES, QueryImageError
 from helper_utils.paths import artifacts_dir
@@ -131,10 +131,6 @@ class OnnxModels:
                              "helper_utils.going_further.export")
         self._info = {name: {**self.meta[name], "file": path.name, "bytes": path.stat().st_size,
                              "sha256": sha256_file(path)[:16]} for name, path in self.files.items()}
-
-    def pixels(self, image) -> np.ndarray:
-        """A decoded RGB PIL image -> the models' input, uint8 ``(1, size, size, 3)``."""
-        return resize_for_model(image, self.image_size)[None]
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 ``(B, size, size, 3)`` -> L2-normalised float32 embeddings ``(B, D)``."""
