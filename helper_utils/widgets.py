@@ -113,7 +113,8 @@ class VisualSearch:
             show(query, f"catalog #{index}", self.catalog.classes[label], exclude=index)
 
         def on_k(_) -> None:
-            show(**current)
+            if current:  # nothing to search again after a refused upload
+                show(**current)
 
         def on_upload(change) -> None:
             files = _uploaded_files(change["new"])
@@ -123,6 +124,8 @@ class VisualSearch:
             try:
                 query = load_query_image(data, name)
             except QueryImageError as error:
+                current.clear()  # the results on show belong to an earlier query: they go, the error stays
+                output.clear_output()
                 status.value = f"<span style='color:#b00'>{html.escape(str(error))}</span>"
                 return
             show(query, f"upload {name}")
