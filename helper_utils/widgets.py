@@ -109,6 +109,8 @@ class VisualSearch:
 
         def on_pick(_=None) -> None:
             index = picker.value
+            if index is None:  # emptied by an upload: no catalog photo is the query
+                return
             query, label = self.catalog[index]
             show(query, f"catalog #{index}", self.catalog.classes[label], exclude=index)
 
@@ -121,6 +123,7 @@ class VisualSearch:
             if not files:
                 return
             name, data = files[0]
+            picker.value = None  # the query is not a catalog photo now; picking one, even the same, searches it
             try:
                 query = load_query_image(data, name)
             except QueryImageError as error:

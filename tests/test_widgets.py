@@ -95,6 +95,7 @@ def test_widget_builds_and_reports_bad_upload():
                      "last_modified": datetime(2026, 1, 1)},)
     assert "not a readable image" in status.value
     assert cleared, "the previous query's results stay under the refusal"
+    assert picker.value is None, "the picker still shows a catalog photo whose results are gone"
     k_slider.value = 1  # nothing to search again: the refusal stays on show
     assert "not a readable image" in status.value
     picker.value = 3  # a new query searches and shows again
