@@ -15,7 +15,8 @@ reasons, in the same words (:attr:`CheckpointError.reason`):
 - ``no_head``: an encoder without the projection head, where one is required.
 
 A file of an older kit, which did not record whether its run finished, is loaded, and
-:meth:`Checkpoint.describe` says so.
+:meth:`Checkpoint.describe` says so. :func:`load_checkpoint`, the learner's own loader, also
+loads a stopped run's best epoch: notebook 03 evaluates what its own run saved, however it ended.
 
 On disk a checkpoint is ``{"state_dict": ..., **info}``; ``info`` holds ``finished`` (``False``
 while the run trains or after it was stopped, ``True`` once it ended), ``epoch`` and ``val_acc``
@@ -143,11 +144,27 @@ class Checkpoint:
         """``model`` with these weights, or a :class:`CheckpointError` (``misfit``) that says what does not fit."""
         try:
             model.load_state_dict(self.state_dict)
-        except (RuntimeError, KeyError, TypeError) as error:
-            first_line = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
-            raise CheckpointError(self.path, "misfit", f"does not fit the kit's {type(model).__name__} ({first_line})",
-                                  self.what) from None
+        except (RuntimeError, KeyError, TypeError, AttributeError) as error:
+            raise CheckpointError(self.path, "misfit", f"does not fit the kit's {type(model).__name__} "
+                                  f"({_misfit(model.state_dict(), self.state_dict, error)})", self.what) from None
         return model
+
+
+def _misfit(expected: dict, saved: dict, error: Exception) -> str:
+    """What does not fit, in one line: weights missing, unexpected, or of another shape (one example of each)."""
+    missing = [key for key in expected if key not in saved]
+    unexpected = [key for key in saved if key not in expected]
+    reshaped = [key for key in expected if key in saved and getattr(saved[key], "shape", None) != expected[key].shape]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} weights missing, e.g. {missing[0]!r}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]!r}")
+    if reshaped:
+        key = reshaped[0]
+        parts.append(f"{len(reshaped)} of another shape, e.g. {key!r}: saved {tuple(getattr(saved[key], 'shape', ()))}, "
+                     f"expected {tuple(expected[key].shape)}")
+    return "; ".join(parts) or (str(error).splitlines() or [type(error).__name__])[0][:200]
 
 
 # --------------------------------------------------------------------------- writing
