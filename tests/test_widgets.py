@@ -100,3 +100,13 @@ def test_widget_builds_and_reports_bad_upload():
     assert "not a readable image" in status.value
     picker.value = 3  # a new query searches and shows again
     assert status.value.startswith("catalog #3: top 1 in ")
+
+
+def test_uploads_read_alike_from_ipywidgets_7_and_8():
+    """Colab keeps its ipywidgets 7.7 (pyproject.toml allows it); JupyterLab installs 8: FileUpload.value differs."""
+    from helper_utils.widgets import _uploaded_files
+
+    version_8 = ({"name": "shirt.png", "type": "image/png", "size": 3, "content": memoryview(b"png"),
+                  "last_modified": datetime(2026, 1, 1)},)
+    version_7 = {"shirt.png": {"metadata": {"name": "shirt.png", "type": "image/png", "size": 3}, "content": b"png"}}
+    assert _uploaded_files(version_8) == _uploaded_files(version_7) == [("shirt.png", b"png")]

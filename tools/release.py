@@ -11,6 +11,9 @@ code cell, an exercise region looks like this::
 The learner copy keeps the markers, a ``# YOUR CODE HERE`` line and the ``### STUB:`` lines
 (prefix removed, indentation kept); the solution lines are dropped. Every output is cleared.
 
+Every learner notebook with an exercise ends with the same short note on how to hand it in
+(:func:`hand_in_note`, tag ``hand-in``), written here only, so that it cannot drift between notebooks.
+
 The reference answers that later notebooks and the graders import are built from the same
 cells, as d2l builds its library from ``#@save`` cells: the cells tagged ``exercise`` (with the
 solution kept and the markers dropped), after the cells tagged ``export`` (the imports the
@@ -22,7 +25,9 @@ exercise can name where to write it (``unittests.require``).
 Usage::
 
     python -m tools.release           # write notebooks/NN_*.ipynb and helper_utils/reference/
-    python -m tools.release --check   # exit 1 if a learner notebook or a reference module is stale
+    python -m tools.release --check   # exit 1 if a learner notebook or a reference module is stale,
+                                      # or a launch link disagrees with the Colab cells (tools.publish)
+    python -m tools.release --check --publish   # also exit 1 while the placeholder owner <org> is left
     python -m tools.release --clean   # strip solution notebooks (outputs kept on nbval-check cells)
 """
 
@@ -37,8 +42,10 @@ from pathlib import Path
 import nbformat
 
 from helper_utils.paths import NOTEBOOKS, REPO, SOLUTIONS
+from tools import publish
+from unittests.grading.cells import defined_names
 
-__all__ = ["START", "END", "STUB", "ReleaseError", "make_learner_source", "learner_notebook",
+__all__ = ["START", "END", "STUB", "ReleaseError", "make_learner_source", "learner_notebook", "hand_in_note",
            "clean_notebook", "reference_module", "exercise_sections", "release", "main"]
 
 START = "### START CODE HERE ###"
@@ -47,7 +54,19 @@ STUB = "### STUB:"
 CHECK_TAG = "nbval-check-output"  # the only cells whose outputs are committed (nbval compares them)
 EXERCISE_TAG = "exercise"  # a cell with exercise regions: its solution becomes a reference answer
 EXPORT_TAG = "export"  # a cell copied into the reference module as it is (the imports the answers use)
+HAND_IN_TAG = "hand-in"  # the note on how to hand a notebook in, appended to every learner notebook with exercises
 KEPT_METADATA = ("kernelspec", "language_info")
+
+# What the class grader (unittests.grading) runs of a hand-in: the set-up cells, the exercise cells, then its own
+# grader cells. A learner needs to know that, and to keep the file name the grader looks for.
+HAND_IN = """## How to hand in
+
+- Hand in this notebook as **`{name}`**: keep its file name (on Colab: File > Download > Download .ipynb).
+- Only the exercise cells are graded. The grader runs the import cells at the top of the notebook, then each
+  exercise cell (the cells with `### START CODE HERE ###`), then its own copy of the grader cells. No other
+  cell runs: training and your own experiments are not seen.
+- A helper function or an import that your answer needs goes inside the exercise cell that uses it. In a cell
+  of its own it does not run, and the exercise fails with a `NameError`."""
 
 REFERENCE = REPO / "helper_utils" / "reference"
 _STUB_LINE = re.compile(r"^(\s*)### STUB:\s?(.*)$")
@@ -114,12 +133,20 @@ def clean_notebook(nb: nbformat.NotebookNode, keep_checked_outputs: bool = True)
     return nb
 
 
+def hand_in_note(name: str) -> str:
+    """The note that ends every learner notebook with exercises; ``name`` is its file name."""
+    return HAND_IN.format(name=name)
+
+
 def learner_notebook(solution: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
-    """The learner copy of a solution notebook: scaffolds instead of answers, no outputs."""
+    """The learner copy of a solution notebook: scaffolds instead of answers, no outputs, the hand-in note."""
     nb = clean_notebook(solution, keep_checked_outputs=False)
     for index, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
             cell.source = make_learner_source(cell.source, f"{name}, cell {index}")
+    if any(EXERCISE_TAG in cell.metadata.get("tags", []) for cell in nb.cells):
+        nb.cells.append(nbformat.v4.new_markdown_cell(hand_in_note(name), metadata={"tags": [HAND_IN_TAG]}))
+        nb.cells[-1].pop("id", None)
     return nb
 
 
@@ -134,15 +161,36 @@ def _module_name(path: Path) -> str:
     return path.stem.split("_", 1)[1]  # "02_inverted_residual_block" -> "inverted_residual_block"
 
 
-def _defined_names(source: str) -> list[str]:
-    """Top-level classes, functions and assigned names of a cell: what its reference module exports."""
-    names = []
-    for node in ast.parse(source).body:
-        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
-            names.append(node.name)
-        elif isinstance(node, ast.Assign):
-            names += [target.id for target in node.targets if isinstance(target, ast.Name)]
-    return [name for name in dict.fromkeys(names) if not name.startswith("_")]
+def _exported_names(source: str) -> list[str]:
+    """The public names an exercise cell defines: what its reference module exports."""
+    return [name for name in defined_names(source) if not name.startswith("_")]
+
+
+def _direct_imports(source: str, answers: dict[str, str], where: str) -> str:
+    """``source`` with each ``from helper_utils import ...`` replaced by imports from the defining modules.
+
+    A reference module is imported while ``helper_utils.reference`` is still loading; going back
+    through the package's lazy loader (``helper_utils.__getattr__``) would import that half-loaded
+    package. ``answers`` maps the answers of earlier notebooks to their reference modules.
+    """
+    import helper_utils
+
+    lines = source.splitlines()
+    for node in reversed(ast.parse(source).body):  # bottom up: earlier line numbers stay valid
+        if not (isinstance(node, ast.ImportFrom) and node.module == "helper_utils" and not node.level):
+            continue
+        by_module: dict[str, list[str]] = {}
+        for alias in node.names:
+            module = answers.get(alias.name) or helper_utils._MODULE_OF.get(alias.name)
+            if module is None:
+                raise ReleaseError(f"{where}: `from helper_utils import {alias.name}`: {alias.name} is neither a "
+                                   f"helper_utils name nor the answer of an earlier notebook")
+            by_module.setdefault(module, []).append(alias.name + (f" as {alias.asname}" if alias.asname else ""))
+        rest = lines[node.end_lineno - 1][node.end_col_offset:]  # a trailing comment
+        new = [f"from {module} import {', '.join(names)}" for module, names in by_module.items()]
+        new[-1] += rest
+        lines[node.lineno - 1: node.end_lineno] = new
+    return "\n".join(lines)
 
 
 def _header(path: Path) -> str:
@@ -151,20 +199,24 @@ def _header(path: Path) -> str:
             f"# DO NOT EDIT: edit the exercise cells of that notebook, then run `make release`.\n")
 
 
-def reference_module(solution: nbformat.NotebookNode, path: Path) -> tuple[str, list[str]] | None:
-    """The reference module of one solution notebook and the names it exports; ``None`` without exercises."""
+def reference_module(solution: nbformat.NotebookNode, path: Path,
+                     earlier: dict[str, str] | None = None) -> tuple[str, list[str]] | None:
+    """The reference module of one solution notebook and the names it exports; ``None`` without exercises.
+
+    ``earlier`` maps the answers of earlier notebooks to the reference modules that define them.
+    """
     exports, answers = [], []
     for index, cell in enumerate(solution.cells):
         tags = cell.get("metadata", {}).get("tags", [])
         if cell.cell_type != "code":
             continue
         if EXPORT_TAG in tags:
-            exports.append(cell.source.strip())
+            exports.append(_direct_imports(cell.source.strip(), earlier or {}, f"{path.name}, cell {index}"))
         elif EXERCISE_TAG in tags:
             answers.append(solution_source(cell.source).strip())
     if not answers:
         return None
-    names = [name for source in answers for name in _defined_names(source)]
+    names = [name for source in answers for name in _exported_names(source)]
     text = (_header(path) + f'"""Reference answers of notebook {path.stem}: {", ".join(names)}."""\n\n'
             + "\n".join(exports) + "\n\n" + f"__all__ = {names!r}\n\n\n" + "\n\n\n".join(answers) + "\n")
     return text, names
@@ -189,7 +241,7 @@ def exercise_sections(solution: nbformat.NotebookNode) -> dict[str, str]:
                 if match:
                     heading = _LINE_COUNT.sub("", match.group(1))
         elif cell.cell_type == "code" and EXERCISE_TAG in cell.get("metadata", {}).get("tags", []):
-            for name in _defined_names(solution_source(cell.source)):
+            for name in _exported_names(solution_source(cell.source)):
                 sections[name] = heading
     return sections
 
@@ -199,7 +251,6 @@ def _reference_package(modules: dict[str, list[str]], sections: dict[str, str]) 
     lines = ["# AUTOGENERATED from notebooks/solutions/ by `make release` (python -m tools.release).",
              "# DO NOT EDIT: edit the exercise cells of the notebooks, then run `make release`.",
              '"""Reference answers of every exercise, one module per solution notebook, in course order."""', "",
-             # before the imports: a later notebook's answers import earlier ones through helper_utils
              f"__all__ = {everything!r}", "",
              "# The heading of the section that teaches each answer (a cell that needs an unfinished one names it)",
              "SECTIONS = {", *(f"    {name!r}: {heading!r}," for name, heading in sections.items()), "}", ""]
@@ -211,13 +262,15 @@ def write_references(solutions: Path = SOLUTIONS, target: Path = REFERENCE, chec
     """Write (or, with ``check``, compare) ``helper_utils/reference/``; returns the stale files."""
     wanted: dict[Path, str] = {}
     modules: dict[str, list[str]] = {}
+    answers: dict[str, str] = {}  # answer -> the reference module that defines it, for later notebooks' imports
     sections: dict[str, str] = {}
     for path in sorted(solutions.glob("[0-9][0-9]_*.ipynb")):
         solution = nbformat.read(path, as_version=4)
-        built = reference_module(solution, path)
+        built = reference_module(solution, path, answers)
         if built is not None:
             text, names = built
             modules[_module_name(path)] = names
+            answers.update({name: f"helper_utils.reference.{_module_name(path)}" for name in names})
             sections.update(exercise_sections(solution))
             wanted[target / f"{_module_name(path)}.py"] = text
     wanted[target / "__init__.py"] = _reference_package(modules, sections)
@@ -270,7 +323,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.release", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check; exit 1 if anything would change")
     parser.add_argument("--clean", action="store_true", help="strip the solution notebooks in place")
+    parser.add_argument("--publish", action="store_true",
+                        help="with --check: also fail while the launch links name the placeholder owner <org>")
     args = parser.parse_args(argv)
+    if args.publish and (args.clean or not args.check):
+        parser.error("--publish goes with --check alone")
+    launch: list[str] = []
     try:
         if args.clean:
             changed = clean_solutions(check=args.check)
@@ -278,14 +336,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             changed = release(check=args.check) + write_references(check=args.check)
             verb = "stale (run `make release`)" if args.check else "written"
+            launch = publish.problems(publish=args.publish) if args.check else []
     except ReleaseError as error:
         print(f"release: {error}", file=sys.stderr)
         return 1
     for path in changed:
         print(f"{verb}: {path.relative_to(REPO)}")
+    for problem in launch:
+        print(f"launch: {problem}")
     if not changed:
         print("all notebooks up to date")
-    return 1 if (args.check and changed) else 0
+    return 1 if (args.check and (changed or launch)) else 0
 
 
 if __name__ == "__main__":

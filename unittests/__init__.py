@@ -6,38 +6,37 @@ Set ``UNITTESTS_STRICT=1`` to make a failing grader raise (CI does).
 
 A cell that runs an exercise's answer starts with ``unittests.require("name")``: while the exercise
 is unfinished, the cell stops there with one line naming it and its section.
+
+Names are imported on first use (PEP 562), as in ``helper_utils``: ``import unittests`` stays
+fast, and the tools that only read notebooks (``unittests.grading.cells``) do not import torch.
 """
 
-from unittests.framework import GraderFailed, Report, STRICT_ENV
-from unittests.data_pipeline import test_class_weights, test_transforms
-from unittests.inverted_residual_block import test_block
-from unittests.backbone_and_classifier import test_backbone, test_classifier
-from unittests.triplet_dataset import test_triplet_dataset
-from unittests.siamese_training import (test_batch_hard_triplet_loss, test_pairwise_distances, test_recall_at_k,
-                                        test_siamese_encoder, test_siamese_network)
-from unittests.visual_search import test_find_closest, test_get_embeddings, test_query_embedding
-from unittests.evaluation_and_explainability import test_grad_cam
-from unittests.unfinished import UnfinishedExercise, require
+from importlib import import_module
 
-__all__ = [
-    "GraderFailed",
-    "Report",
-    "STRICT_ENV",
-    "UnfinishedExercise",
-    "require",
-    "test_transforms",
-    "test_class_weights",
-    "test_block",
-    "test_backbone",
-    "test_classifier",
-    "test_triplet_dataset",
-    "test_siamese_encoder",
-    "test_siamese_network",
-    "test_pairwise_distances",
-    "test_batch_hard_triplet_loss",
-    "test_recall_at_k",
-    "test_query_embedding",
-    "test_get_embeddings",
-    "test_find_closest",
-    "test_grad_cam",
-]
+_EXPORTS = {
+    "unittests.framework": ["GraderFailed", "Report", "STRICT_ENV"],
+    "unittests.data_pipeline": ["test_transforms", "test_class_weights"],
+    "unittests.inverted_residual_block": ["test_block"],
+    "unittests.backbone_and_classifier": ["test_backbone", "test_classifier"],
+    "unittests.triplet_dataset": ["test_triplet_dataset"],
+    "unittests.siamese_training": ["test_siamese_encoder", "test_siamese_network", "test_pairwise_distances",
+                                   "test_batch_hard_triplet_loss", "test_recall_at_k", "test_projection_head"],
+    "unittests.visual_search": ["test_query_embedding", "test_get_embeddings", "test_find_closest"],
+    "unittests.evaluation_and_explainability": ["test_grad_cam"],
+    "unittests.unfinished": ["UnfinishedExercise", "require"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = list(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'unittests' has no attribute {name!r}")
+    value = getattr(import_module(_MODULE_OF[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_MODULE_OF))

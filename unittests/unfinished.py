@@ -10,7 +10,7 @@ runs after it, right or wrong.
 The check is the graders' own: every grader's first case recognises the untouched stub
 (:func:`unittests.framework.require_answer`), and :func:`unittests.framework.placeholder_probe`
 runs only that case. The section comes from the solution notebooks (``helper_utils.reference.SECTIONS``,
-written by ``make release``); the exercise behind each name from :mod:`unittests.points`.
+written by ``make release``); the exercise behind each name from :mod:`unittests.grading.points`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 
 from helper_utils.reference import SECTIONS
 from unittests.framework import placeholder_probe
-from unittests.points import EXERCISES, Exercise
+from unittests.grading.points import EXERCISES, Exercise
 
 __all__ = ["UnfinishedExercise", "require"]
 

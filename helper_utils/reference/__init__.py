@@ -2,7 +2,7 @@
 # DO NOT EDIT: edit the exercise cells of the notebooks, then run `make release`.
 """Reference answers of every exercise, one module per solution notebook, in course order."""
 
-__all__ = ['train_transform', 'val_transform', 'compute_class_weights', 'InvertedResidualBlock', 'MobileNetBackbone', 'MobileNetLikeClassifier', 'TripletDataset', 'SiameseEncoder', 'SiameseNetwork', 'pairwise_distances', 'batch_hard_triplet_loss', 'recall_at_k', 'get_query_img_embedding', 'get_embeddings', 'find_closest', 'grad_cam']
+__all__ = ['train_transform', 'val_transform', 'compute_class_weights', 'InvertedResidualBlock', 'MobileNetBackbone', 'MobileNetLikeClassifier', 'TripletDataset', 'SiameseEncoder', 'SiameseNetwork', 'pairwise_distances', 'batch_hard_triplet_loss', 'recall_at_k', 'ProjectionHead', 'get_query_img_embedding', 'get_embeddings', 'find_closest', 'grad_cam']
 
 # The heading of the section that teaches each answer (a cell that needs an unfinished one names it)
 SECTIONS = {
@@ -18,6 +18,7 @@ SECTIONS = {
     'pairwise_distances': '4. Exercise: `pairwise_distances`',
     'batch_hard_triplet_loss': '5. Exercise: `batch_hard_triplet_loss`',
     'recall_at_k': '6. Exercise: `recall_at_k`',
+    'ProjectionHead': '11. A projection head',
     'get_query_img_embedding': '3. Exercise: `get_query_img_embedding`',
     'get_embeddings': '4. Exercise: `get_embeddings`',
     'find_closest': '5. Exercise: `find_closest`',
@@ -28,6 +29,6 @@ from helper_utils.reference.data_pipeline import train_transform, val_transform,
 from helper_utils.reference.inverted_residual_block import InvertedResidualBlock
 from helper_utils.reference.backbone_and_classifier import MobileNetBackbone, MobileNetLikeClassifier
 from helper_utils.reference.triplet_dataset import TripletDataset
-from helper_utils.reference.siamese_training import SiameseEncoder, SiameseNetwork, pairwise_distances, batch_hard_triplet_loss, recall_at_k
+from helper_utils.reference.siamese_training import SiameseEncoder, SiameseNetwork, pairwise_distances, batch_hard_triplet_loss, recall_at_k, ProjectionHead
 from helper_utils.reference.visual_search import get_query_img_embedding, get_embeddings, find_closest
 from helper_utils.reference.evaluation_and_explainability import grad_cam

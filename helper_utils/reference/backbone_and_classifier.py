@@ -5,7 +5,7 @@
 import torch
 from torch import nn
 
-from helper_utils import InvertedResidualBlock  # notebook 02's block
+from helper_utils.reference.inverted_residual_block import InvertedResidualBlock  # notebook 02's block
 
 __all__ = ['MobileNetBackbone', 'MobileNetLikeClassifier']
 

@@ -12,7 +12,7 @@ import unittests
 from helper_utils.reference import SECTIONS
 from tools import release
 from unittests.framework import Case, check, grade, placeholder, placeholder_probe
-from unittests.points import EXERCISES
+from unittests.grading.points import EXERCISES
 
 NOTEBOOKS = sorted({e.notebook for e in EXERCISES})
 

@@ -136,6 +136,46 @@ def test_exact_markers_and_ordinary_comments_are_accepted():
     release.make_learner_source(source)
 
 
+def _imports_through_the_package(source: str) -> list[str]:
+    """The imports of ``source`` that go through ``helper_utils``'s lazy loader or the reference package."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module in ("helper_utils", "helper_utils.reference"):
+            found.append(f"from {node.module} import {', '.join(a.name for a in node.names)}")
+        elif isinstance(node, ast.Import):
+            found += [f"import {a.name}" for a in node.names if a.name in ("helper_utils", "helper_utils.reference")]
+    return found
+
+
+def test_reference_modules_import_what_they_need_directly():
+    """A reference module loads while helper_utils.reference is half-loaded: never go back through it."""
+    for path in sorted(release.REFERENCE.glob("*.py")):
+        if path.name != "__init__.py":
+            assert _imports_through_the_package(path.read_text()) == [], path.name
+
+
+def test_the_check_catches_an_import_through_the_package():
+    assert _imports_through_the_package("from helper_utils import InvertedResidualBlock") != []
+    assert _imports_through_the_package("import helper_utils.reference") != []
+    assert _imports_through_the_package("from helper_utils.reference.x import Y\nimport torch") == []
+
+
+def test_export_imports_are_rewritten_to_the_defining_modules():
+    source = ("import torch\n"
+              "from helper_utils import (Block as B,  # notebook 02's block\n"
+              "                          get_device)  # and the device\n"
+              "x = 1")
+    out = release._direct_imports(source, {"Block": "helper_utils.reference.block"}, "demo")
+    assert out.splitlines() == ["import torch",
+                                "from helper_utils.reference.block import Block as B",
+                                "from helper_utils.device import get_device  # and the device",
+                                "x = 1"]
+    with pytest.raises(release.ReleaseError, match="Nowhere"):
+        release._direct_imports("from helper_utils import Nowhere", {}, "demo")
+
+
 def test_each_answer_is_mapped_to_the_heading_of_the_section_teaching_it():
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("# Title\n\n## 1. Intro"),
@@ -143,3 +183,48 @@ def test_each_answer_is_mapped_to_the_heading_of_the_section_teaching_it():
                 nbformat.v4.new_code_cell(SOLUTION, metadata={"tags": ["exercise"]}),
                 nbformat.v4.new_code_cell("helper = 1", metadata={"tags": ["export"]})]
     assert release.exercise_sections(nb) == {"Block": "2. Exercise: a block"}
+
+
+# ---------------------------------------------------------------------------------------
+# The hand-in note
+# ---------------------------------------------------------------------------------------
+
+def test_every_graded_learner_notebook_ends_with_the_one_hand_in_note():
+    from unittests.grading.points import EXERCISES
+
+    graded = {f"{e.notebook}.ipynb" for e in EXERCISES}
+    with_note = set()
+    for path in sorted(release.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        cells = nbformat.read(path, as_version=4).cells
+        notes = [c for c in cells if release.HAND_IN_TAG in c.metadata.get("tags", [])]
+        if notes:
+            with_note.add(path.name)
+            assert notes == [cells[-1]] and cells[-1].cell_type == "markdown", f"{path.name}: the note is not last"
+            assert cells[-1].source == release.hand_in_note(path.name)  # from the one template, with its name
+        solution = nbformat.read(release.SOLUTIONS / path.name, as_version=4)
+        assert not any(release.HAND_IN_TAG in c.metadata.get("tags", []) for c in solution.cells)  # generated only
+    assert with_note == graded
+
+
+def test_hand_in_note_says_what_the_class_grader_does():
+    from unittests.grading.cells import RUN_TAGS
+
+    note = release.hand_in_note("02_inverted_residual_block.ipynb")
+    assert "`02_inverted_residual_block.ipynb`" in note and "keep its file name" in note
+    assert release.START in note and "inside the exercise cell" in note
+    assert "exercise" in RUN_TAGS and not {"grader", "colab-setup", release.HAND_IN_TAG} & set(RUN_TAGS)
+
+
+def test_release_appends_the_note_only_to_notebooks_with_exercises(tmp_path):
+    solutions = _notebook(tmp_path)
+    plain = nbformat.v4.new_notebook()
+    plain.cells = [nbformat.v4.new_markdown_cell("# No exercise"), nbformat.v4.new_code_cell("x = 1")]
+    nbformat.write(plain, solutions / "08_plain.ipynb")
+    release.release(solutions, tmp_path)
+    demo = nbformat.read(tmp_path / "01_demo.ipynb", as_version=4)
+    assert demo.cells[-1].source == release.hand_in_note("01_demo.ipynb") and len(demo.cells) == 4
+    assert len(nbformat.read(tmp_path / "08_plain.ipynb", as_version=4).cells) == 2
+    # an edited note is drift like any other
+    edited = (tmp_path / "01_demo.ipynb").read_text().replace("keep its file name", "rename it freely")
+    (tmp_path / "01_demo.ipynb").write_text(edited)
+    assert release.release(solutions, tmp_path, check=True) == [tmp_path / "01_demo.ipynb"]

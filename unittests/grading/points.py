@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Exercise", "EXERCISES", "CORE_NOTEBOOKS", "notebook_exercises", "exercise_of"]
+__all__ = ["Exercise", "EXERCISES", "notebook_exercises"]
 
 
 @dataclass(frozen=True)
@@ -43,20 +43,14 @@ EXERCISES: tuple[Exercise, ...] = (
     Exercise("05_siamese_training", "batch_hard_triplet_loss", "test_batch_hard_triplet_loss",
              ("batch_hard_triplet_loss",)),
     Exercise("05_siamese_training", "recall_at_k", "test_recall_at_k", ("recall_at_k",)),
+    Exercise("05_siamese_training", "ProjectionHead", "test_projection_head", ("ProjectionHead",)),
     Exercise("06_visual_search", "get_query_img_embedding", "test_query_embedding", ("get_query_img_embedding",)),
     Exercise("06_visual_search", "get_embeddings", "test_get_embeddings", ("get_embeddings",)),
     Exercise("06_visual_search", "find_closest", "test_find_closest", ("find_closest",)),
     Exercise("07_evaluation_and_explainability", "grad_cam", "test_grad_cam", ("grad_cam",)),
 )
 
-CORE_NOTEBOOKS = tuple(dict.fromkeys(e.notebook for e in EXERCISES if e.notebook[:2] <= "06"))
-
-
 def notebook_exercises(notebook: str) -> tuple[Exercise, ...]:
     """The exercises of ``notebook`` (its file name without .ipynb), in the notebook's order."""
     return tuple(e for e in EXERCISES if e.notebook == notebook)
 
-
-def exercise_of(grader: str) -> Exercise | None:
-    """The exercise that ``grader`` (e.g. ``"test_block"``) checks, or None for a grader not in the table."""
-    return next((e for e in EXERCISES if e.grader == grader), None)

@@ -20,7 +20,7 @@ import resource
 import sys
 from typing import Any, Callable
 
-__all__ = ["install", "report_record", "CappedStream"]
+__all__ = ["install"]
 
 _TEXT_LIMIT = 300  # characters kept of each expected/got/hint value
 _WRAPPED = "__grade_recorded__"
@@ -36,7 +36,7 @@ def _text(value: Any) -> str:
     return text if len(text) <= _TEXT_LIMIT else text[: _TEXT_LIMIT - 3] + "..."
 
 
-def report_record(grader: str, report: Any) -> dict:
+def _report_record(grader: str, report: Any) -> dict:
     """The JSON-ready record of one grader call's ``Report``."""
     cases = []
     for r in getattr(report, "results", []):
@@ -51,7 +51,7 @@ def report_record(grader: str, report: Any) -> dict:
     return {"grader": grader, "cases": cases}
 
 
-class CappedStream(io.TextIOBase):
+class _CappedStream(io.TextIOBase):
     """Forwards at most ``limit`` characters to ``stream``, then one truncation line, then nothing.
 
     A submission that prints 100 MB then costs the grader nothing: the text never leaves the kernel.
@@ -98,7 +98,7 @@ def _recording(grader: Callable, name: str, record_path: str) -> Callable:
     def wrapper(*args, **kwargs):
         report = grader(*args, **kwargs)
         # One write of one line: a later crash of the kernel cannot leave half a record behind.
-        line = json.dumps(report_record(name, report)) + "\n"
+        line = json.dumps(_report_record(name, report)) + "\n"
         with open(record_path, "a", encoding="utf-8") as f:
             f.write(line)
         return report
@@ -122,7 +122,7 @@ def install(record_path: str, memory_mb: int | None = None, output_chars: int | 
         if name.startswith("test_") and callable(grader) and not getattr(grader, _WRAPPED, False):
             setattr(unittests, name, _recording(grader, name, record_path))
     if output_chars is not None:
-        sys.stdout = CappedStream(sys.stdout, output_chars)
-        sys.stderr = CappedStream(sys.stderr, output_chars)
+        sys.stdout = _CappedStream(sys.stdout, output_chars)
+        sys.stderr = _CappedStream(sys.stderr, output_chars)
     if memory_mb is not None and sys.platform.startswith("linux"):
         _limit_memory(memory_mb)

@@ -12,7 +12,7 @@ The proxy stands in for the kernel towards jupyter_client: SIGINT (interrupt) is
 SIGTERM kills the kernel, and the kernel exits by itself when the proxy disappears (SIGKILL).
 
 Run with ``python -I path/to/forkkernel.py proxy -f CONNECTION_FILE`` (stdlib only, so it starts
-in milliseconds) and ``python -m unittests.forkkernel serve SOCKET`` (imports the kit).
+in milliseconds) and ``python -m unittests.grading.forkkernel serve SOCKET`` (imports the kit).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ PRELOAD = (  # what the notebooks' set-up cells import: the reason the zygote ex
     "numpy", "torch", "torchvision", "PIL.Image", "sklearn.metrics", "sklearn.decomposition", "sklearn.manifold",
     "torchinfo", "matplotlib.pyplot", "helper_utils", "helper_utils.plotting", "helper_utils.recipes",
     "helper_utils.widgets", "helper_utils.loaders", "helper_utils.augment", "helper_utils.retrieval",
-    "unittests", "unittests.recorder", "ipykernel.kernelapp",
+    "unittests", "unittests.grading.recorder", "ipykernel.kernelapp",
 )
 
 
@@ -103,6 +103,10 @@ def serve(socket_path: str) -> None:
     os.environ.setdefault("MPLBACKEND", "agg")  # no display in a grading kernel
     for name in PRELOAD:
         importlib.import_module(name)
+    import unittests
+
+    for name in unittests.__all__:  # the graders (unittests imports them on first use)
+        getattr(unittests, name)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # kernels are reaped by the OS, never left as zombies
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(socket_path)
