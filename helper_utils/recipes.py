@@ -30,9 +30,10 @@ from helper_utils.retrieval import retrieval_metrics
 from helper_utils.training import checkpoint_dir, train_classifier, train_siamese
 
 # What the learner reads before a fallback training starts: the rough times of notebooks 03 and 05 on a
-# laptop CPU (the measured ones are on the results page, docs/results/README.md).
-TRAINING_CLASSIFIER_NOTICE = ("No checkpoint from notebook 03: training the classifier here first "
-                              "(about 4 minutes on a laptop CPU)")
+# laptop CPU (the measured ones are on the results page, docs/results/README.md). How long the classifier
+# takes depends on the machine: train_classifier prints this machine's estimate after the first epoch.
+CLASSIFIER_TIME = "a few minutes on a laptop CPU; after the first epoch it says how long here"
+TRAINING_CLASSIFIER_NOTICE = f"No checkpoint from notebook 03: training the classifier here first ({CLASSIFIER_TIME})"
 TRAINING_ENCODER_NOTICE = ("No encoder from notebook 05: fine-tuning one here "
                            "(under a minute on a laptop CPU once the backbone is there)")
 
@@ -214,7 +215,7 @@ def _load_or_train_notebook_03(what, load, file_name, device, save_dir, progress
         refused = error
     missing = refused.reason == "missing"
     print(TRAINING_CLASSIFIER_NOTICE if missing else f"The checkpoint from notebook 03 {refused.why}: training the "
-          "classifier again here (about 4 minutes on a laptop CPU)", flush=True)  # before the bars
+          f"classifier again here ({CLASSIFIER_TIME})", flush=True)  # before the bars
     fit_classifier(recipe, device=device, progress=progress, save_dir=save_dir)
     model, checkpoint = load(path, device=device)  # the best epoch, as saved: what the message reports
     done = "trained a classifier here instead" if missing else "retrained from the start"

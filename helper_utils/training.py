@@ -10,7 +10,10 @@ A run shows two tqdm bars and no more: one over the epochs, which stays and carr
 metrics, and one over the current epoch's batches, reused every epoch and removed at the end.
 A bar per epoch would add one output per epoch: after a long run JupyterLab folds them behind
 "Show more outputs" (hiding the final message or a traceback), and every bar is a widget the
-kernel has to send and the browser to keep.
+kernel has to send and the browser to keep. In a notebook both bars share one output, which
+becomes the epoch bar's last line of text when the run ends (:mod:`helper_utils.progress`), so a
+saved notebook shows no widget that needs its kernel. A run expected to take more than a minute
+prints, after its first epoch, how long it will take on this machine.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ from typing import Callable, Iterable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from helper_utils.checkpoints import BestEpochFiles
 from helper_utils.paths import checkpoint_dir  # re-exported: where notebooks save weights
+from helper_utils.progress import tqdm
 
 __all__ = [
     "checkpoint_dir",
@@ -239,13 +242,14 @@ class _Bars:
         self.disable = not progress
         self.epochs = tqdm(total=epochs, desc="epochs", unit="epoch", disable=self.disable, **_bar_style())
         self._batches = None
+        self._start = time.perf_counter()
 
     def batches(self, loader: Iterable) -> Iterable:
         """Iterate over ``loader``, advancing the batch bar (restarted at 0 for each epoch)."""
         total = len(loader) if hasattr(loader, "__len__") else None
         if self._batches is None:  # created with its length: a widget made without one draws a stub of a bar
             # in a log (not a terminal, not a notebook) a batch bar would only add a line per epoch
-            self._batches = tqdm(total=total, desc="batches", unit="batch", leave=False,
+            self._batches = tqdm(total=total, desc="batches", unit="batch", leave=False, under=self.epochs,
                                  disable=self.disable or not _interactive(), **_bar_style())
         else:
             self._batches.reset(total=total)
@@ -256,11 +260,37 @@ class _Bars:
     def end_epoch(self, **metrics: str) -> None:
         self.epochs.set_postfix(metrics, refresh=False)  # shown with the next refresh, not one extra message
         self.epochs.update()
+        if self.epochs.n == 1 and not self.disable:
+            line = _estimate(time.perf_counter() - self._start, self.epochs.total)
+            if line:
+                tqdm.write(line, file=sys.stdout)
 
     def close(self) -> None:
         if self._batches is not None:
             self._batches.close()
         self.epochs.close()
+
+
+ESTIMATE_FROM_S = 60.0  # runs expected to be shorter than this get no estimate: the bar is enough
+
+
+def _estimate(first_epoch_s: float, epochs: int | None) -> str:
+    """What the first epoch says about the whole run, e.g. "... about 4.5 minutes on this machine"; "" if short."""
+    if not epochs or epochs < 2 or first_epoch_s * epochs < ESTIMATE_FROM_S:
+        return ""
+    return (f"The first epoch took {first_epoch_s:.1f} s: all {epochs} epochs should take about "
+            f"{_duration(first_epoch_s * epochs)} on this machine.")
+
+
+def _duration(seconds: float) -> str:
+    """``"4.5 minutes"``, ``"12 minutes"``, ``"1.3 hours"``: rounded as an estimate should be."""
+    minutes = seconds / 60
+    if minutes < 10:
+        halves = max(int(minutes * 2 + 0.5), 2) / 2  # to the nearest half minute, half up; at least 1
+        return f"{halves:g} minute{'s' if halves > 1 else ''}"
+    if minutes < 90:
+        return f"{round(minutes)} minutes"
+    return f"{minutes / 60:.1f} hours"
 
 
 def _bar_style() -> dict:

@@ -109,20 +109,26 @@ class VisualSearch:
 
         def on_pick(_=None) -> None:
             index = picker.value
+            if index is None:  # emptied by an upload: no catalog photo is the query
+                return
             query, label = self.catalog[index]
             show(query, f"catalog #{index}", self.catalog.classes[label], exclude=index)
 
         def on_k(_) -> None:
-            show(**current)
+            if current:  # nothing to search again after a refused upload
+                show(**current)
 
         def on_upload(change) -> None:
             files = _uploaded_files(change["new"])
             if not files:
                 return
             name, data = files[0]
+            picker.value = None  # the query is not a catalog photo now; picking one, even the same, searches it
             try:
                 query = load_query_image(data, name)
             except QueryImageError as error:
+                current.clear()  # the results on show belong to an earlier query: they go, the error stays
+                output.clear_output()
                 status.value = f"<span style='color:#b00'>{html.escape(str(error))}</span>"
                 return
             show(query, f"upload {name}")

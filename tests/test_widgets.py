@@ -86,12 +86,20 @@ def test_widget_builds_and_reports_bad_upload():
     catalog = _Catalog()
     embeddings = np.random.default_rng(0).normal(size=(6, 64)).astype(np.float32)
     ui = VisualSearch(encoder, catalog, embeddings, val_transform).widget(k=2)
-    controls, status, _ = ui.children
+    controls, status, output = ui.children
     assert "ms" in status.value
-    upload = controls.children[1]
+    cleared = []
+    output.clear_output = lambda *args, **kwargs: cleared.append(True)  # the frontend empties the widget
+    picker, upload, k_slider = controls.children
     upload.value = ({"name": "notes.txt", "type": "text/plain", "size": 5, "content": memoryview(b"hello"),
                      "last_modified": datetime(2026, 1, 1)},)
     assert "not a readable image" in status.value
+    assert cleared, "the previous query's results stay under the refusal"
+    assert picker.value is None, "the picker still shows a catalog photo whose results are gone"
+    k_slider.value = 1  # nothing to search again: the refusal stays on show
+    assert "not a readable image" in status.value
+    picker.value = 3  # a new query searches and shows again
+    assert status.value.startswith("catalog #3: top 1 in ")
 
 
 def test_uploads_read_alike_from_ipywidgets_7_and_8():
