@@ -214,7 +214,7 @@ def _call(name: str, fn: Callable, *args):
 
 
 def _as_array(value, name: str, expected: str) -> np.ndarray:
-    """``value`` (an array, a tensor or a list) as a NumPy array, or a :class:`SearchFunctionError` saying what it was."""
+    """``value`` (an array, a tensor or a list) as a NumPy array, or a :class:`SearchFunctionError` saying what it is."""
     if value is None or isinstance(value, (str, bytes, dict)):
         what = "None" if value is None else f"a {type(value).__name__}"
         raise SearchFunctionError(f"`{name}` returned {what}, not {expected}; {_FIX}")

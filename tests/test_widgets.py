@@ -162,7 +162,7 @@ def _exits(*args):
 @pytest.mark.parametrize("role,fn,message", [
     ("get_query_img_embedding", _raises, "`get_query_img_embedding` raised ZeroDivisionError: division by zero;"),
     ("get_query_img_embedding", lambda *a: None, "`get_query_img_embedding` returned None, not a (1, 64) array"),
-    ("get_query_img_embedding", lambda *a: np.zeros((2, 64)), "returned float64 values of shape (2, 64), not a (1, 64)"),
+    ("get_query_img_embedding", lambda *a: np.zeros((2, 64)), "float64 values of shape (2, 64), not a (1, 64)"),
     ("get_query_img_embedding", lambda *a: np.zeros((1, 7)), "shape (1, 7), not a (1, 64) array"),
     ("get_query_img_embedding", lambda *a: np.full((1, 64), np.nan), "returned NaN or infinite values"),
     ("get_query_img_embedding", lambda *a: "embedding", "returned a str, not a (1, 64) array"),
