@@ -5,8 +5,8 @@ JupyterLab's Run All does. That error must be the one line of ``unittests.requir
 exercise a cell needs and its section, with no raw traceback anywhere before it, and no training: a
 first cell patches the kit's training loops to refuse, so training before the check fails this test
 instead of taking minutes. A notebook that loads a trained model before its first exercise (06 loads the
-encoder) gets quick ones (one epoch of each recipe) in a temporary checkpoint folder, as notebooks 03 and
-05 would have left them; the others get an empty one.
+encoder, 07 the classifier) gets quick ones (one epoch of each recipe) in a temporary checkpoint folder,
+as notebooks 03 and 05 would have left them; the others get an empty one.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ FIRST_NEEDED = {
     "03_backbone_and_classifier": ("MobileNetBackbone", 2),
     "04_triplet_dataset": ("TripletDataset", 3),
     "06_visual_search": ("get_embeddings", 4),
+    "07_evaluation_and_explainability": ("grad_cam", 5),
 }
-LOADS_MODELS = {"06_visual_search"}  # notebooks that load a backbone or an encoder before their first exercise
+# notebooks that load a classifier or an encoder before their first exercise
+LOADS_MODELS = {"06_visual_search", "07_evaluation_and_explainability"}
 CELL_TIMEOUT_S = 120
 
 NO_TRAINING = '''\

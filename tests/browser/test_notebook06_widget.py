@@ -3,12 +3,15 @@
 Opt-in (see conftest.py): ``make test-browser``. Runs a temporary copy of
 ``notebooks/solutions/06_visual_search.ipynb`` with the committed checkpoints copied to a temporary
 ``FASHION_KIT_CHECKPOINTS`` (the notebook saves one there), and the real data under ``data_root()``.
-Screenshots of the widget showing results, and after a refused upload, go to
-``artifacts/browser/notebook06_widget.png`` and ``notebook06_refused_upload.png``.
+The copy ends with one more cell: a second search UI whose ``find_closest`` returns indices outside the
+catalog, as a learner's wrong answer might. Screenshots of the widget showing results, after a refused
+upload, and of that UI's one-line message go to ``artifacts/browser/notebook06_widget.png``,
+``notebook06_refused_upload.png`` and ``notebook06_broken_find_closest.png``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -26,6 +29,12 @@ HAVE_ENCODER = (checkpoint_dir() / "encoder_best.pt").is_file()
 RUN_ALL_S = 240 if HAVE_ENCODER else 1500
 SEARCH_S = 60
 STATUS_OK = re.compile(r"top 5 in [0-9.]+ ms")  # the status line under the controls: "<query>: top k in t ms"
+# A wrong find_closest, as a learner might write one: every index it returns is off the end of the catalog.
+BROKEN_UI_CELL = """\
+off_the_end = lambda embeddings, query, k=5: find_closest(embeddings, query, k) + len(embeddings)
+broken = VisualSearch(search_encoder, catalog_images, catalog_embeddings, val_transform, device,
+                      get_query_img_embedding=get_query_img_embedding, find_closest=off_the_end)
+broken_ui = broken.widget(k=5)"""
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(RUN_ALL_S + 300)]
 
@@ -55,7 +64,10 @@ def expect_one(locator, what: str) -> None:
 def test_search_widget_in_jupyterlab(page, jupyter_lab, tmp_path):
     assert NOTEBOOK.is_file(), NOTEBOOK
     photo = _catalog_photo()
-    notebook = copy_notebook(NOTEBOOK, jupyter_lab.root)
+    source = json.loads(NOTEBOOK.read_text())
+    source["cells"].append({"cell_type": "code", "metadata": {}, "source": BROKEN_UI_CELL, "outputs": [],
+                            "execution_count": None})
+    notebook = copy_notebook(source, jupyter_lab.root, NOTEBOOK.name)
 
     open_notebook(page, jupyter_lab, notebook)
 
@@ -133,3 +145,16 @@ def test_search_widget_in_jupyterlab(page, jupyter_lab, tmp_path):
     wait(lambda: results.count() == 1 and status.inner_text().startswith("catalog #10: "), SEARCH_S,
          "results for a catalog photo after the refusal", details=lambda: f"status: {status.inner_text()!r}")
 
+    # The UI with the wrong find_closest: one red line naming the function, no results, no traceback
+    # (save_and_check above found no error output in any cell).
+    broken_cell = page.locator(".jp-CodeCell", has_text="broken.widget(")
+    expect_one(broken_cell, "the code cell creating the UI with the wrong find_closest")
+    broken_status = broken_cell.locator(".jp-OutputArea .widget-vbox .widget-html").first
+    broken_status.wait_for(state="visible", timeout=SEARCH_S * 1000)
+    wait(lambda: "Search failed: `find_closest` returned index" in broken_status.inner_text(), SEARCH_S,
+         "the one-line message about find_closest", details=lambda: f"status: {broken_status.inner_text()!r}")
+    assert "\n" not in broken_status.inner_text().strip(), broken_status.inner_text()
+    assert broken_status.locator("span").evaluate("e => getComputedStyle(e).color") == "rgb(187, 0, 0)"
+    assert broken_cell.locator(".widget-output img").count() == 0, "results shown under the message"
+    assert broken_cell.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
+    screenshot(broken_cell, "notebook06_broken_find_closest")
