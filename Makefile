@@ -20,7 +20,7 @@ help:
 	@echo "make data [ARCHIVE=path.zip]  fetch the verified dataset into data/ (from a local copy of the archive)"
 	@echo "make test       set up .venv, fetch the data, run the whole test suite (nbval included)"
 	@echo "make test-fast  the fast unit tests only"
-	@echo "make test-browser  notebook 06's search widget in JupyterLab + headless Chromium (screenshot in artifacts/browser/)"
+	@echo "make test-browser  JupyterLab in headless Chromium: notebook 06's widget, an unfinished exercise, reopened bars (screenshots in artifacts/browser/)"
 	@echo "make grade SUBMISSIONS=path  grade a class's notebooks: grades.csv and feedback/ (docs/INSTRUCTORS.md)"
 	@echo "make release    regenerate the learner notebooks and helper_utils/reference/ from notebooks/solutions/"
 	@echo "make fork ORG=owner [TAG=name]  point the Colab cells and README links at your fork (docs/INSTRUCTORS.md)"

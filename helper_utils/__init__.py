@@ -18,13 +18,13 @@ from importlib import import_module
 
 _EXPORTS = {
     "helper_utils.archive": ["FetchError", "dataset_dir", "fetch"],
+    "helper_utils.checkpoints": ["load_checkpoint", "save_checkpoint"],
     "helper_utils.data": ["CLASSES_7", "CLASSES_10", "ClothingDataset", "DatasetNotFoundError", "data_root"],
     "helper_utils.device": ["get_device", "machine_description", "seed_everything"],
     "helper_utils.loaders": ["make_loader"],
     "helper_utils.paths": ["checkpoint_dir"],
     "helper_utils.retrieval": ["knn", "l2_normalize", "retrieval_metrics"],
-    "helper_utils.training": ["count_parameters", "evaluate", "load_checkpoint", "predict", "save_checkpoint",
-                              "train_classifier", "train_siamese"],
+    "helper_utils.training": ["count_parameters", "evaluate", "predict", "train_classifier", "train_siamese"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 _REFERENCE = "helper_utils.reference"  # every name in its __all__: the exercises' answers

@@ -35,10 +35,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from tqdm.auto import tqdm
-
 from helper_utils import paths
 from helper_utils.files import sha256_file, shown_path
+from helper_utils.progress import tqdm
 
 __all__ = [
     "CLASSES_10",

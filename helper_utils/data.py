@@ -34,7 +34,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from helper_utils import paths
 from helper_utils.archive import (CLASSES_10, DATASET_FOLDER, IMG_EXTENSIONS, SHARED_ARCHIVE_NAME, SPLITS, URL,
@@ -42,6 +41,7 @@ from helper_utils.archive import (CLASSES_10, DATASET_FOLDER, IMG_EXTENSIONS, SH
 from helper_utils.cli import ArgumentParser, int_at_least, run
 from helper_utils.files import atomic_path, shown_path
 from helper_utils.images import decode_image, resize_for_model
+from helper_utils.progress import tqdm
 
 __all__ = [
     "CLASSES_7",

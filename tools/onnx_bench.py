@@ -24,10 +24,12 @@ import torch
 from helper_utils.cli import ArgumentParser, int_at_least, run
 from helper_utils.files import atomic_path
 from helper_utils.going_further import MissingExtrasError, require_extras
-from helper_utils.going_further.export import (OPSET, PARITY_TOLERANCE, ClassifierForExport,
-                                               EncoderForExport, export_models, latency, load_classifier, load_encoder,
-                                               onnx_session, parity, read_metadata, validation_batch)
-from helper_utils.paths import artifacts_dir
+from helper_utils.checkpoints import CLASSIFIER_FILE, ENCODER_FILE, CheckpointError, load_classifier, load_encoder
+from helper_utils.going_further.export import (OPSET, PARITY_TOLERANCE, ClassifierForExport, EncoderForExport,
+                                               export_models, latency, onnx_session, parity, read_metadata,
+                                               validation_batch)
+
+from helper_utils.paths import artifacts_dir, checkpoint_dir
 
 __all__ = ["run_export", "report_markdown", "main"]
 
@@ -47,8 +49,9 @@ def run_export(out_dir: Path, checkpoints: Path | None = None, data_root: Path |
     if len(set(batch_sizes)) != len(batch_sizes) or any(b > n_images for b in batch_sizes):
         raise ValueError(f"batch sizes must be distinct and at most --images ({n_images}), got {list(batch_sizes)}")
     load_before = os.getloadavg()[0]
-    encoder, _ = load_encoder(checkpoints)
-    classifier, classes, _ = load_classifier(checkpoints)
+    folder = Path(checkpoints or checkpoint_dir())
+    encoder, _ = load_encoder(folder / ENCODER_FILE)  # a CheckpointError (a ValueError) says why a file is refused
+    classifier, _ = load_classifier(folder / CLASSIFIER_FILE)
     paths = export_models(out_dir, checkpoints)
     images = validation_batch(n_images, data_root)
     report: dict[str, Any] = {"date": _dt.date.today().isoformat(), "machine": _machine(), "versions": _versions(),
@@ -170,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Export, check and time; writes the reports. Bad input (or a failed parity check) is exit code 1."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
-    return run(lambda: _main(args, f"{COMMAND} " + " ".join(argv)), errors=(MissingExtrasError,))
+    return run(lambda: _main(args, f"{COMMAND} " + " ".join(argv)), errors=(MissingExtrasError, CheckpointError))
 
 
 def _main(args: argparse.Namespace, command: str) -> int:

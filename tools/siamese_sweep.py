@@ -20,14 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from helper_utils.checkpoints import BACKBONE_FILE, load_backbone
 from helper_utils.cli import ArgumentParser, run
 from helper_utils.data import ClothingDataset
 from helper_utils.files import atomic_path
 from helper_utils.device import get_device, machine_description
 from helper_utils.recipes import SiameseRecipe, fit_siamese
-from helper_utils.reference import MobileNetBackbone, SiameseEncoder, get_embeddings, val_transform
+from helper_utils.reference import SiameseEncoder, get_embeddings, val_transform
 from helper_utils.retrieval import l2_normalize, retrieval_metrics
-from helper_utils.training import checkpoint_dir, load_checkpoint
+from helper_utils.training import checkpoint_dir
 
 __all__ = ["DEFAULT_VARIATIONS", "run_variation", "sweep_markdown", "main"]
 
@@ -46,8 +47,7 @@ def _measure(encoder, catalog: ClothingDataset, device) -> dict[str, float]:
 def run_variation(changes: dict, backbone_path: Path, device, catalog: ClothingDataset) -> dict:
     """Fine-tune ``SiameseRecipe(**changes)`` from the backbone at ``backbone_path``; its metrics and time."""
     recipe = SiameseRecipe(**changes)
-    backbone = MobileNetBackbone()
-    load_checkpoint(backbone, backbone_path, device)
+    backbone, _ = load_backbone(backbone_path, device=device)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:  # never overwrite the course's encoder_best.pt
         encoder, _ = fit_siamese(backbone, recipe, device=device, progress=False, save_dir=Path(tmp))
@@ -95,10 +95,9 @@ def _main(args: argparse.Namespace) -> int:
         print(_saved_table(args.from_json), end="")
         return 0
     device = get_device()
-    backbone_path = args.backbone or checkpoint_dir() / "backbone_best.pt"
+    backbone_path = args.backbone or checkpoint_dir() / BACKBONE_FILE
+    backbone, _ = load_backbone(backbone_path, device=device)  # a finished run of notebook 03; else a CheckpointError
     catalog = ClothingDataset("validation", transform=val_transform)
-    backbone = MobileNetBackbone()
-    load_checkpoint(backbone, backbone_path, device)
     print(f"Siamese recipe sweep on {machine_description()}, from {backbone_path}", flush=True)
     rows = [{"changes": "backbone as it is", **_measure(SiameseEncoder(backbone).to(device), catalog, device),
              "seconds": 0}]

@@ -473,7 +473,7 @@ def build(out_dir: str | Path = DEFAULT_DIR, checkpoints: str | Path | None = No
         The manifest written to ``<out_dir>/service.json``.
 
     Raises:
-        CheckpointNotFoundError: a trained checkpoint is missing (the message says how to make it).
+        CheckpointError: a trained checkpoint is missing or refused (the message says why and how to make it).
         DatasetNotFoundError: the photos are not fetched.
     """
     from helper_utils.data import ClothingDataset, dataset_dir
@@ -605,7 +605,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from helper_utils.archive import FetchError
 
-    return run(lambda: _main(args), errors=(FetchError,))
+    return run(lambda: _main(args), errors=(FetchError,))  # a CheckpointError is a ValueError: one line too
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ from conftest import make_synthetic_imagefolder
 from helper_utils.data import DATASET_FOLDER
 from helper_utils.going_further import serve
 from helper_utils.reference import MobileNetBackbone, MobileNetLikeClassifier, SiameseEncoder
-from helper_utils.training import save_checkpoint
+from helper_utils.checkpoints import save_checkpoint
 from tools import loadtest
 
 

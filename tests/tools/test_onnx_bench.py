@@ -6,7 +6,7 @@ import torch
 
 from helper_utils.going_further import export
 from helper_utils.reference import MobileNetBackbone, MobileNetLikeClassifier, SiameseEncoder
-from helper_utils.training import save_checkpoint
+from helper_utils.checkpoints import save_checkpoint
 from tools import onnx_bench
 
 
