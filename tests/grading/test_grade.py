@@ -380,19 +380,19 @@ def test_any_folder_name_is_handled_and_written_as_text(graded):
 # Sharding, points table, CLI: no kernels needed
 # ---------------------------------------------------------------------------------------
 
-def _fake_grade_notebook(learner, folder, notebook, workdir, settings, zygote):
-    async def run():
-        cases = [{"name": "case", "passed": len(learner) % 2 == 0, "skipped": False, "expected": "1",
-                  "got": "2", "hint": "h"}]
-        return [ExerciseResult(learner, notebook, e.name, e.points, "ok" if cases[0]["passed"] else "failed",
-                               cases) for e in notebook_exercises(notebook)]
-    return run()
+async def _fake_grade_notebook(run, learner, notebook):
+    from unittests.grading.submission import display_name
+
+    cases = [{"name": "case", "passed": len(learner) % 2 == 0, "skipped": False, "expected": "1", "got": "2",
+              "hint": "h"}]
+    return [ExerciseResult(display_name(learner), notebook, e.name, e.points,
+                           "ok" if cases[0]["passed"] else "failed", cases) for e in notebook_exercises(notebook)]
 
 
 def test_n_shards_merged_equal_one_run(tmp_path, monkeypatch):
     monkeypatch.setattr(grader_cli, "grade_notebook", _fake_grade_notebook)
     subs = tmp_path / "subs"
-    for name in ["ana", "bo", "cy", "dee", "ed", "flo", "gus"]:
+    for name in ["ana", "bo", "cy", "dee", "ed", "flo", "gus", "=1+1", os.fsdecode(b"\xff-odd"), "L" * 250]:
         (subs / name).mkdir(parents=True)
     settings = grader_cli.Settings(fork=False)
     grader_cli.grade_submissions(subs, tmp_path / "one" / "grades.csv", NOTEBOOKS, settings=settings)
@@ -403,6 +403,8 @@ def test_n_shards_merged_equal_one_run(tmp_path, monkeypatch):
         parts.append(part)
     assert grader_cli.main(["--merge", *map(str, parts), "--out", str(tmp_path / "merged" / "grades.csv")]) == 0
     assert (tmp_path / "merged" / "grades.csv").read_text() == (tmp_path / "one" / "grades.csv").read_text()
+    assert "'=1+1" in (tmp_path / "one" / "grades.csv").read_text()  # a formula is written as text
+    assert len(list((tmp_path / "merged" / "feedback").iterdir())) == 10
     assert _digest(tmp_path / "merged" / "feedback") == _digest(tmp_path / "one" / "feedback")
     assert grader_cli.shard_of(list("abcdefg"), (2, 3)) == ["b", "e"]
 

@@ -81,7 +81,8 @@ def _make_hook(secret: list, fd: int, trusted: tuple[str, ...]) -> Callable:
     _class_dict = type.__dict__["__dict__"].__get__
     _class_module = type.__dict__["__module__"].__get__
     _class_name = type.__dict__["__qualname__"].__get__
-    _proxy_values = type(type.__dict__).values
+    _proxy_values, _proxy_get, _proxy_items = type(type.__dict__).values, type(type.__dict__).get, \
+        type(type.__dict__).items
     _FunctionType, _MethodType, _ModuleType, _CodeType, _Builtin = types.FunctionType, types.MethodType, \
         types.ModuleType, types.CodeType, types.BuiltinFunctionType
     _func_code = _FunctionType.__dict__["__code__"].__get__
@@ -99,6 +100,7 @@ def _make_hook(secret: list, fd: int, trusted: tuple[str, ...]) -> Callable:
     _record, _arm, _finish, _tripwire = RECORD, ARM, FINISH, TRIPWIRE
     _key_events, _watched_modules, _kit_prefixes = dict(_KEY_EVENTS), _WATCHED_MODULES, ("unittests", "helper_utils")
     _snapshot_modules = frozenset(_SNAPSHOT_MODULES)
+    _kit_classes = (("torch", "Tensor"), ("torch.nn", "Module"), ("torch.nn", "Parameter"))
     _watched = frozenset({RECORD, ARM, FINISH, TRIPWIRE, "sys.settrace", "sys.setprofile", "open",
                           "object.__setattr__", "object.__delattr__", "compile", "code.__new__", *_KEY_EVENTS})
     _trusted = (*trusted, "<frozen ")
@@ -168,7 +170,7 @@ def _make_hook(secret: list, fd: int, trusted: tuple[str, ...]) -> Callable:
 
     # -- what arm() tells the hook, and the checks against it -------------------------------------
     def capture(info: dict) -> None:
-        snapshot, functions = [], []
+        snapshot, functions, classes = [], [], []
         for name, module in _tuple(_dict_items(_modules)):
             if _type(name) is _str and (_starts(name, _kit_prefixes) or name in _snapshot_modules) \
                     and derives(_type(module), _ModuleType):
@@ -182,7 +184,14 @@ def _make_hook(secret: list, fd: int, trusted: tuple[str, ...]) -> Callable:
                     cells = _func_closure(value) or ()
                     _append(functions, (value, _func_code(value), _func_defaults(value), _func_kwdefaults(value),
                                         _tuple(_cell_contents(c) for c in cells), cells))
+                elif is_class(value) and _class_module(value) == name:
+                    _append(classes, value)
+        for module, name in _kit_classes:  # classes a grader's checks lean on, beyond the kit's own
+            found = _dict_get(_modules, module)
+            if found is not None and is_class(getattr(found, name, None)):
+                _append(classes, getattr(found, name))
         info["snapshot"], info["functions"] = snapshot, functions
+        info["classes"] = [(cls, _tuple(_proxy_items(_class_dict(cls))), _len(_class_dict(cls))) for cls in classes]
         state["armed"] = info
 
     def intact() -> str:
@@ -194,6 +203,13 @@ def _make_hook(secret: list, fd: int, trusted: tuple[str, ...]) -> Callable:
             for key, value in items:
                 if _dict_get(namespace, key, _missing) is not value and not (_type(key) is _str and key in _volatile):
                     return f"changed {name}.{key}" if _type(key) is _str else f"changed {name}"
+        for cls, items, size in info["classes"]:
+            namespace = _class_dict(cls)
+            if _len(namespace) != size:
+                return f"changed the class {_class_name(cls)}"
+            for key, value in items:
+                if _proxy_get(namespace, key, _missing) is not value:
+                    return f"changed {_class_name(cls)}.{key}" if _type(key) is _str else f"changed {_class_name(cls)}"
         for function, code, defaults, kwdefaults, contents, cells in info["functions"]:
             if (_func_code(function) is not code or _func_defaults(function) is not defaults
                     or _func_kwdefaults(function) is not kwdefaults):
