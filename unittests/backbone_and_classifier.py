@@ -269,7 +269,7 @@ def test_backbone(MobileNetBackbone):
         Case("gradients reach every parameter", lambda: _case_backbone_gradients(M)),
         Case("deterministic in eval mode", lambda: _case_backbone_eval(M)),
         Case("same output as the reference with the same weights", lambda: _case_backbone_reference(M)),
-    ])
+    ], layers=True)
 
 
 # ----------------------------------------------------------------------------------------
@@ -401,4 +401,4 @@ def test_classifier(MobileNetLikeClassifier):
         Case("forward = head(backbone(x))", lambda: _case_classifier_forward(M)),
         Case("parameter count matches the reference", lambda: _case_classifier_parameters(M)),
         Case("gradients reach every parameter", lambda: _case_classifier_gradients(M)),
-    ])
+    ], layers=True)

@@ -24,6 +24,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import random
 import signal
@@ -48,6 +49,7 @@ __all__ = [
     "grade",
     "is_stub_instance",
     "placeholder",
+    "placeholder_probe",
     "require_answer",
     "require_callable",
     "strict_mode",
@@ -128,6 +130,23 @@ def require_answer(obj: Any, name: str, untouched: Callable[[Any], bool] | None 
         still_stub = False
     if still_stub:
         placeholder(name)
+
+
+@contextlib.contextmanager
+def placeholder_probe() -> Iterator[None]:
+    """Inside it, a grader runs only its first case (the untouched-stub check), prints nothing and never raises.
+
+    Every grader's first case asks whether the answer is still the exercise's stub, so its report's
+    ``placeholder`` answers that question in a fraction of a second, even for a finished answer.
+    """
+    token = _PROBING.set(True)
+    try:
+        yield
+    finally:
+        _PROBING.reset(token)
+
+
+_PROBING = contextvars.ContextVar("placeholder_probe", default=False)
 
 
 def is_stub_instance(obj: Any, attributes: Sequence[str]) -> bool:
@@ -228,37 +247,46 @@ def strict_mode() -> bool:
 
 
 def grade(grader: str, cases: Sequence[Case], *, time_limit_s: float = DEFAULT_TIME_LIMIT_S,
-          verbose: bool = True) -> Report:
+          verbose: bool = True, layers: bool = False,
+          error_hint: Callable[[Exception], str | None] | None = None) -> Report:
     """Run ``cases`` in order, seeded, on the CPU and in a known state, print the report and return it.
 
     Every case starts with gradients on, float32 as the default dtype, no deterministic-algorithm or
     anomaly mode and one thread, whatever the learner's code (or an earlier case) left behind; the
     learner's own settings and random streams are given back afterwards.
 
+    An exception raised by learner code gets the hint ``error_hint(exception)`` when that returns
+    one, else a generic one. Only a grader of network layers (``layers=True``) reads a shape error
+    as a layer's channels or stride: elsewhere that hint would point away from the mistake.
+
     Raises:
         GraderFailed: only in strict mode (``UNITTESTS_STRICT=1``) when a case failed.
     """
+    probing = _PROBING.get()
+    if probing:
+        cases = cases[:1]
     report = Report(grader)
     start = time.perf_counter()
     with _learner_state_kept():
         try:
-            _run_cases(report, cases, start, time_limit_s)
+            _run_cases(report, cases, start, time_limit_s, lambda e: _hint_for(e, layers, error_hint))
         finally:
             report.seconds = time.perf_counter() - start
-    if verbose:
+    if verbose and not probing:
         print(report.text())
-    if strict_mode() and not report:
+    if strict_mode() and not report and not probing:
         raise GraderFailed(f"{grader}: {report.summary()} (strict mode, {STRICT_ENV}=1)")
     return report
 
 
-def _run_cases(report: Report, cases: Sequence[Case], start: float, time_limit_s: float) -> None:
+def _run_cases(report: Report, cases: Sequence[Case], start: float, time_limit_s: float,
+               hint_for: Callable[[Exception], str]) -> None:
     stop_reason = ""
     for case in cases:
         if stop_reason:
             report.results.append(CaseResult(case.name, False, hint=stop_reason, skipped=True))
             continue
-        result = _run_case(case, time_limit_s - (time.perf_counter() - start), time_limit_s)
+        result = _run_case(case, time_limit_s - (time.perf_counter() - start), time_limit_s, hint_for)
         report.results.append(result)
         if result.placeholder:
             stop_reason = f"not run: `{result.placeholder}` is still the exercise's placeholder"
@@ -269,7 +297,8 @@ def _run_cases(report: Report, cases: Sequence[Case], start: float, time_limit_s
 _TIMEOUT = "took longer than"
 
 
-def _run_case(case: Case, seconds_left: float, time_limit_s: float) -> CaseResult:
+def _run_case(case: Case, seconds_left: float, time_limit_s: float,
+              hint_for: Callable[[Exception], str]) -> CaseResult:
     try:
         with _known_state(), _seeded(), _time_limit(max(seconds_left, 0.001)):
             case.run()
@@ -289,21 +318,33 @@ def _run_case(case: Case, seconds_left: float, time_limit_s: float) -> CaseResul
     except KeyboardInterrupt:
         raise  # the user pressed stop: never swallow that
     except Exception as e:  # learner code may raise anything; report it, never crash
-        return CaseResult(case.name, False, "no exception", f"{type(e).__name__}: {e}", _hint_for(e))
+        return CaseResult(case.name, False, "no exception", f"{type(e).__name__}: {e}", hint_for(e))
     except BaseException as e:  # GeneratorExit and friends raised by hand: a failed case too
         return CaseResult(case.name, False, "no exception", f"{type(e).__name__}: {e}",
                           "your code raised this; raise an ordinary exception (or return) instead")
     return CaseResult(case.name, True)
 
 
-def _hint_for(error: Exception) -> str:
+def _hint_for(error: Exception, layers: bool = False,
+              error_hint: Callable[[Exception], str | None] | None = None) -> str:
+    """The hint for an exception raised by learner code: the grader's own first, then a generic one."""
     text = str(error)
+    if error_hint is not None:
+        try:
+            specific = error_hint(error)
+        except Exception:  # a hint must never cost the report
+            specific = None
+        if specific:
+            return specific
     if "NoneType" in text:
         return "something is still None: replace every None placeholder in the exercise cell, then re-run it"
     if isinstance(error, NotImplementedError):
         return "a method is not implemented yet"
-    if isinstance(error, RuntimeError) and ("size" in text or "shape" in text or "channels" in text):
+    if layers and isinstance(error, RuntimeError) and ("size" in text or "shape" in text or "channels" in text):
         return "a layer gets a tensor of the wrong shape: check its in/out channels and stride"
+    if isinstance(error, RuntimeError) and ("must match the size" in text or "shape" in text):
+        return ("two tensors of shapes that do not fit met in one operation: print the shapes along the way "
+                "and add the missing dimension (None) where one should broadcast against the other")
     return "your code raised this error; read its message, fix the exercise cell and re-run it"
 
 

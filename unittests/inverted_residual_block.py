@@ -390,4 +390,4 @@ def test_block(InvertedResidualBlock):
         Case("gradients reach every parameter", lambda: _case_gradients(B)),
         Case("parameter count matches the reference", lambda: _case_parameters(B)),
         Case("same output as the reference with the same weights", lambda: _case_reference(B)),
-    ])
+    ], layers=True)

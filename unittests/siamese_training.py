@@ -1,5 +1,5 @@
 """Graders of notebook 05: ``SiameseEncoder``, ``SiameseNetwork``, ``pairwise_distances``,
-``batch_hard_triplet_loss`` and ``recall_at_k``."""
+``batch_hard_triplet_loss``, ``recall_at_k`` and ``ProjectionHead``."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from torch import nn
 from helper_utils.reference import MobileNetBackbone
 from unittests.framework import Case, check, fail, grade, is_stub_instance, require_answer
 
-__all__ = ["test_batch_hard_triplet_loss", "test_pairwise_distances", "test_recall_at_k", "test_siamese_encoder",
-           "test_siamese_network"]
+__all__ = ["test_batch_hard_triplet_loss", "test_pairwise_distances", "test_projection_head", "test_recall_at_k",
+           "test_siamese_encoder", "test_siamese_network"]
 
 _ATOL = 1e-5
 
@@ -154,7 +154,7 @@ def test_siamese_encoder(SiameseEncoder):
              lambda: _encoder_case_average(SiameseEncoder, _tiny_backbone, (4, 3, 6, 10))),
         Case("gradients reach the backbone", lambda: _encoder_case_gradients(SiameseEncoder)),
     ]
-    return grade("test_siamese_encoder", cases)
+    return grade("test_siamese_encoder", cases, layers=True)
 
 
 # --------------------------------------------------------------------------- SiameseNetwork
@@ -334,9 +334,12 @@ def _loop_distances(x: torch.Tensor) -> torch.Tensor:
 
 
 def _unchanged(run: Any, *inputs: torch.Tensor) -> None:
-    """Run ``run()`` and fail when it changed any of ``inputs`` in place."""
+    """Run ``run()`` and fail when it changed any of ``inputs`` in place (what it raises, other cases report)."""
     before = [t.clone() for t in inputs]
-    run()
+    try:
+        run()
+    except Exception:  # learner code may raise anything; only the inputs matter here
+        pass
     changed = [k for k, (t, b) in enumerate(zip(inputs, before)) if not torch.equal(t, b)]
     check(not changed, expected="the inputs unchanged",
           got=f"argument {changed[0] + 1} was modified in place" if changed else "",
@@ -344,10 +347,26 @@ def _unchanged(run: Any, *inputs: torch.Tensor) -> None:
                "compute new tensors")
 
 
-def _first_hint(got: float, candidates: list[tuple[float, str]], default: str, atol: float = 1e-5) -> str:
-    """The hint of the first plausible mistake whose value the answer reproduces."""
+def _broadcast_error(error: Exception) -> bool:
+    """A RuntimeError from two tensors whose shapes do not broadcast."""
+    return isinstance(error, RuntimeError) and "must match the size" in str(error)
+
+
+def _labels_error_hint(error: Exception) -> str | None:
+    if _broadcast_error(error):
+        return ("the label masks must be (B, B), like the distances: compare every pair of labels, "
+                "labels[:, None] == labels[None, :]")
+    return None
+
+
+def _first_hint(got: float, want: float, candidates: list[tuple[float, str]], default: str,
+                atol: float = 1e-5) -> str:
+    """The hint of the first plausible mistake whose value the answer reproduces.
+
+    A mistake that gives the right value on this input says nothing about the answer: it is skipped.
+    """
     for value, hint in candidates:
-        if abs(got - value) <= atol:
+        if abs(value - want) > atol and abs(got - value) <= atol:
             return hint
     return default
 
@@ -488,13 +507,13 @@ def test_pairwise_distances(pairwise_distances):
         Case("pairwise_distances is defined",
              lambda: require_answer(fn, "pairwise_distances", lambda f: f(torch.rand(3, 2)) is None), required=True),
         Case("returns an (N, N) tensor for (5, 3) embeddings", lambda: _pairwise_case_shape(fn), required=True),
+        Case("does not modify the embeddings", lambda: _pairwise_case_inputs(fn), required=True),
         Case("distances match a loop over every pair", lambda: _pairwise_case_values(fn)),
         Case("keeps the embeddings' dtype", lambda: _pairwise_case_dtype(fn)),
         Case("exactly 0 on the diagonal (7 and 40 rows)", lambda: _pairwise_case_diagonal(fn)),
         Case("finite gradients (sqrt of 0 on the diagonal)", lambda: _pairwise_case_finite(fn)),
         Case("gradients match a loop over every pair", lambda: _pairwise_case_gradients(fn)),
         Case("identical rows: distance 0 and finite gradients", lambda: _pairwise_case_identical(fn)),
-        Case("does not modify the embeddings", lambda: _pairwise_case_inputs(fn)),
     ]
     return grade("test_pairwise_distances", cases)
 
@@ -504,8 +523,14 @@ def test_pairwise_distances(pairwise_distances):
 
 def _loop_loss(x: torch.Tensor, labels: list, margin: float, *, positive: str = "farthest",
                negative: str = "nearest", self_positive: bool = False, average_all: bool = False,
-               reduce: str = "mean", hinge: bool = True, squared: bool = False, swap: bool = False) -> torch.Tensor:
-    """Batch-hard loss, one anchor at a time. The keyword arguments make the plausible mistakes, for hints."""
+               reduce: str = "mean", hinge: bool = True, squared: bool = False, swap: bool = False,
+               normalize: bool = False, active_only: bool = False) -> torch.Tensor:
+    """Batch-hard loss, one anchor at a time. The keyword arguments make the plausible mistakes, for hints.
+
+    ``negative="zero"`` is the minimum of a row masked by multiplication: the zeros the mask leaves win it.
+    """
+    if normalize:
+        x = x / torch.linalg.vector_norm(x, dim=1, keepdim=True)
     n = len(labels)
     terms = []
     for a in range(n):
@@ -517,14 +542,46 @@ def _loop_loss(x: torch.Tensor, labels: list, margin: float, *, positive: str = 
                 terms.append(x.new_zeros(()))
             continue
         d_ap = torch.stack(pos).max() if positive == "farthest" else torch.stack(pos).min()
-        d_an = torch.stack(neg).min() if negative == "nearest" else torch.stack(neg).max()
+        d_an = {"nearest": lambda: torch.stack(neg).min(), "farthest": lambda: torch.stack(neg).max(),
+                "zero": lambda: x.new_zeros(())}[negative]()
         term = (d_an - d_ap if swap else d_ap - d_an) + margin
         terms.append(torch.relu(term) if hinge else term)
     stacked = torch.stack(terms)
+    if active_only:
+        stacked = stacked[stacked > 0]
     return stacked.mean() if reduce == "mean" else stacked.sum()
 
 
+def _loop_semi_hard(x: torch.Tensor, labels: list, margin: float, *, per_pair: bool = True) -> torch.Tensor:
+    """Semi-hard mining instead of batch-hard: the nearest negative farther than the positive (else the farthest).
+
+    ``per_pair``: every (anchor, positive) pair, as FaceNet mines; else only each anchor's farthest positive.
+    """
+    n = len(labels)
+    terms = []
+    for a in range(n):
+        d = [_loop_distance(x, a, j) for j in range(n)]
+        pos = [p for p in range(n) if labels[p] == labels[a] and p != a]
+        neg = [d[q] for q in range(n) if labels[q] != labels[a]]
+        if not (pos and neg):
+            continue
+        if not per_pair:
+            pos = [max(pos, key=lambda p: float(d[p]))]
+        for p in pos:
+            beyond = [dn for dn in neg if dn > d[p]]
+            d_an = torch.stack(beyond).min() if beyond else torch.stack(neg).max()
+            terms.append(torch.relu(d[p] - d_an + margin))
+    return torch.stack(terms).mean()
+
+
 _LOSS_MISTAKES = [  # (keyword arguments of _loop_loss, hint); the first one the answer matches gives the hint
+    ({"negative": "zero"}, "multiplying the distances by the negatives mask leaves zeros where the other items "
+                           "were, and the minimum picks them: fill the entries that are not negatives with inf "
+                           "(masked_fill) before taking the minimum"),
+    ({"active_only": True}, "average over every valid anchor, those whose loss is already 0 included: dividing by "
+                            "the active (non-zero) anchors only makes the loss larger than it is"),
+    ({"normalize": True}, "compute the loss on the embeddings as they are given: don't L2-normalise them first "
+                          "(the kit normalises before it calls your loss)"),
     ({"positive": "nearest"}, "take the *farthest* positive of each anchor (the hardest one), not the nearest"),
     ({"negative": "farthest"}, "take the *nearest* negative of each anchor (the hardest one), not the farthest"),
     ({"positive": "nearest", "negative": "farthest"},
@@ -540,16 +597,54 @@ _LOSS_MISTAKES = [  # (keyword arguments of _loop_loss, hint); the first one the
     ({"average_all": True}, "average over the anchors that have a positive and a negative only, not over all "
                             "the anchors"),
 ]
+_SEMI_HARD_HINT = ("that is semi-hard mining (the nearest negative farther than the positive): batch-hard takes "
+                   "each anchor's nearest negative of all, even one closer than the positive")
+_NAN_LOSS_HINT = ("the loss is NaN, the mean over no anchor at all: no anchor had both a positive and a negative. "
+                  "Compare every pair of labels, labels[:, None] == labels[None, :], a (B, B) mask")
 
 
-def _loss_value_hint(got: float, x: torch.Tensor, labels: list, margin: float) -> str:
-    candidates = []
+def _loss_mistakes(x: torch.Tensor, labels: list, margin: float) -> list[tuple[float, str]]:
+    """(value, hint) of every plausible mistake on this batch, in the order the hints are tried."""
+    found = []
     for kwargs, hint in _LOSS_MISTAKES:
         kwargs = dict(kwargs)
         sign = kwargs.pop("margin_sign", 1)
-        candidates.append((float(_loop_loss(x, labels, sign * margin, **kwargs)), hint))
-    return _first_hint(got, candidates, "for each anchor with a positive and a negative: relu(farthest positive "
-                                        "distance - nearest negative distance + margin); then the mean")
+        found.append((float(_loop_loss(x, labels, sign * margin, **kwargs)), hint))
+    found += [(float(_loop_semi_hard(x, labels, margin, per_pair=per_pair)), _SEMI_HARD_HINT)
+              for per_pair in (True, False)]
+    return found
+
+
+# A batch whose classes overlap: most anchors violate the margin, so mistakes that agree on a well-separated
+# batch (a subtracted margin and the farthest negative both give 0 there) give different values here.
+_PROBE_LABELS = [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
+def _probe_batch() -> torch.Tensor:
+    generator = torch.Generator().manual_seed(1)
+    return torch.randn(len(_PROBE_LABELS), 3, generator=generator, dtype=torch.float64)
+
+
+def _loss_value_hint(fn: Any, got: float, x: torch.Tensor, labels: list, margin: float) -> str:
+    """The hint of the first mistake the answer reproduces on this batch and on an overlapping probe batch."""
+    if math.isnan(got):
+        return _NAN_LOSS_HINT
+    default = ("for each anchor with a positive and a negative: relu(farthest positive distance - nearest negative "
+               "distance + margin); then the mean")
+    want = float(_loop_loss(x, labels, margin))
+    probe = _probe_batch()
+    try:
+        probe_got = float(fn(probe.clone(), torch.tensor(_PROBE_LABELS), margin).detach())
+        probe_want = float(_loop_loss(probe, _PROBE_LABELS, margin))
+        probe_mistakes = _loss_mistakes(probe, _PROBE_LABELS, margin)
+    except Exception:  # the answer does not run on the probe: judge it on the case's batch alone
+        return _first_hint(got, want, _loss_mistakes(x, labels, margin), default)
+    for (value, hint), (probe_value, _) in zip(_loss_mistakes(x, labels, margin), probe_mistakes):
+        here = abs(value - want) > 1e-5 and abs(got - value) <= 1e-5
+        there = abs(probe_got - probe_value) <= 1e-5
+        if here and there:
+            return hint
+    return default
 
 
 def _loss_out(fn: Any, x: torch.Tensor, labels: list, margin: float) -> torch.Tensor:
@@ -571,7 +666,7 @@ def _loss_check(fn, x: torch.Tensor, labels: list, margin: float, what: str) -> 
     got = float(_loss_out(fn, x, labels, margin).detach())
     want = float(_loop_loss(x, labels, margin))
     check(abs(got - want) <= 1e-5, expected=f"{want:.6f} ({what})", got=f"{got:.6f}",
-          hint=_loss_value_hint(got, x, labels, margin))
+          hint=_loss_value_hint(fn, got, x, labels, margin))
 
 
 def _clusters(labels: list, spread: float, dim: int = 3) -> torch.Tensor:
@@ -659,24 +754,30 @@ def test_batch_hard_triplet_loss(batch_hard_triplet_loss):
                                     lambda f: f(torch.rand(4, 2), torch.tensor([0, 0, 1, 1]), 0.2) is None),
              required=True),
         Case("returns a scalar tensor", lambda: _loss_case_scalar(fn), required=True),
+        Case("does not modify its inputs", lambda: _loss_case_inputs(fn), required=True),
         Case("matches a loop over the anchors", lambda: _loss_case_values(fn)),
         Case("leaves out anchors without a positive", lambda: _loss_case_no_positive(fn)),
         Case("other margins and label values", lambda: _loss_case_margin(fn)),
         Case("gradients match a loop over the anchors", lambda: _loss_case_gradients(fn)),
         Case("finite gradients with identical embeddings", lambda: _loss_case_duplicates(fn)),
-        Case("does not modify its inputs", lambda: _loss_case_inputs(fn)),
     ]
-    return grade("test_batch_hard_triplet_loss", cases)
+    return grade("test_batch_hard_triplet_loss", cases, error_hint=_labels_error_hint)
 
 
 # --------------------------------------------------------------------------- recall_at_k
 
 
 def _loop_recall(x: torch.Tensor, labels: list, k: int, *, include_self: bool = False, farthest: bool = False,
-                 precision: bool = False, cosine: bool = False) -> float:
-    """Leave-one-out hit rate, one query at a time. The keyword arguments make the plausible mistakes."""
+                 precision: bool = False, cosine: bool = False, skip_lonely: bool = False,
+                 unclipped: bool = False) -> float:
+    """Leave-one-out hit rate, one query at a time. The keyword arguments make the plausible mistakes.
+
+    ``unclipped``: the k smallest of a row whose own entry is inf, k not clipped to N - 1: with k >= N the
+    query itself is among them.
+    """
     rows = x.double().tolist()
     n = len(rows)
+    include_self = include_self or (unclipped and k >= n)
 
     def distance(q: int, j: int) -> float:
         if cosine:  # a smaller "distance" for a larger cosine similarity
@@ -684,19 +785,26 @@ def _loop_recall(x: torch.Tensor, labels: list, k: int, *, include_self: bool = 
             return -dot / (math.hypot(*rows[q]) * math.hypot(*rows[j]))
         return math.dist(rows[q], rows[j])
 
-    score = 0.0
+    score, queries = 0.0, 0
     for q in range(n):
+        if skip_lonely and labels.count(labels[q]) == 1:
+            continue
         others = [j for j in range(n) if include_self or j != q]
         ranked = sorted(others, key=lambda j: distance(q, j), reverse=farthest)[:k]
         same = [labels[j] == labels[q] for j in ranked]
         score += sum(same) / len(same) if precision else float(any(same))
-    return score / n
+        queries += 1
+    return score / queries
 
 
 _RECALL_MISTAKES = [  # (keyword arguments of _loop_recall, hint)
+    ({"skip_lonely": True}, "a query whose label has no other item in the catalog can never be a hit: count it as "
+                            "a miss (the mean over every query), don't leave it out"),
+    ({"unclipped": True}, "with k >= N the query itself got into its k nearest: use k = min(k, N - 1)"),
     ({"include_self": True}, "leave the query out of its own results: it is always its own nearest neighbour. "
                              "Set its distance to itself to inf before taking the k nearest"),
-    ({"farthest": True}, "take the k *smallest* distances (topk(k, largest=False)): these are the farthest"),
+    ({"farthest": True}, "you took the k farthest items (topk keeps the largest values by default): take the k "
+                         "nearest, topk(k, largest=False)"),
     ({"precision": True}, "count a query as a hit when at least one of its k nearest has its label: that is the "
                           "hit rate; the share of the k that have it is precision@k"),
     ({"cosine": True}, "rank by Euclidean distance, not cosine similarity: they differ when the embeddings have "
@@ -715,13 +823,42 @@ def _recall_out(fn: Any, x: torch.Tensor, labels: list, k: int) -> float:
          else "return one number, the share of queries that are hits")
 
 
+_RECALL_LABELS_HINT = ("compare each query's label with its own neighbours' labels: labels[nearest] is (N, k), "
+                       "so compare it with labels[:, None], (N, 1); against labels, (N,), every query meets every "
+                       "label")
+
+
+def _recall_labels_error_hint(error: Exception) -> str | None:
+    return _RECALL_LABELS_HINT if _broadcast_error(error) else None
+
+
+def _compares_every_label(fn: Any, x: torch.Tensor, labels: list) -> bool:
+    """True when ``fn`` fails at k=2 with a broadcasting error: its labels lack the [:, None] (at k=1 they broadcast)."""
+    try:
+        fn(x.clone(), torch.tensor(labels), 2)
+    except Exception as e:  # learner code may raise anything
+        return _broadcast_error(e)
+    return False
+
+
+def _recall_value_hint(fn: Any, got: float, want: float, x: torch.Tensor, labels: list, k: int,
+                       right_at: tuple[int, ...] = ()) -> str:
+    """The hint of the first mistake the answer reproduces at ``k``, among those that would also have been right
+    at every k in ``right_at`` (where the answer was)."""
+    if k == 1 and got == 1.0 and _compares_every_label(fn, x, labels):
+        return _RECALL_LABELS_HINT
+    candidates = [(_loop_recall(x, labels, k, **kwargs), hint) for kwargs, hint in _RECALL_MISTAKES
+                  if all(abs(_loop_recall(x, labels, j, **kwargs) - _loop_recall(x, labels, j)) <= 1e-6
+                         for j in right_at)]
+    return _first_hint(got, want, candidates, "for each query: its k nearest *other* items by Euclidean distance; "
+                                              "a hit if one of them has its label; return the share of hits",
+                       atol=1e-6)
+
+
 def _recall_check(fn, x: torch.Tensor, labels: list, k: int, what: str) -> None:
     got, want = _recall_out(fn, x, labels, k), _loop_recall(x, labels, k)
-    candidates = [(_loop_recall(x, labels, k, **kwargs), hint) for kwargs, hint in _RECALL_MISTAKES]
     check(abs(got - want) <= 1e-6, expected=f"{want:.4f} ({what})", got=f"{got:.4f}",
-          hint=_first_hint(got, candidates, "for each query: its k nearest *other* items by Euclidean distance; "
-                                            "a hit if one of them has its label; return the share of hits",
-                           atol=1e-6))
+          hint=_recall_value_hint(fn, got, want, x, labels, k))
 
 
 def _spread(labels: list, dim: int = 3) -> torch.Tensor:
@@ -770,15 +907,18 @@ def _recall_case_large_k(fn):
     labels = [0, 0, 1, 1, 1, 2]  # label 2 has one item: no k can make it a hit
     x = _spread(labels)
     n = len(labels)
+    right_at = []
     for k in (n - 1, n, n + 3):
         try:
             got = _recall_out(fn, x, labels, k)
         except (RuntimeError, IndexError, ValueError) as e:
             fail(f"k={k} to run on {n} items", f"{type(e).__name__}: {e}",
+                 _RECALL_LABELS_HINT if _broadcast_error(e) else
                  "k can be larger than the N - 1 other items: use k = min(k, N - 1)")
         want = _loop_recall(x, labels, k)
         check(abs(got - want) <= 1e-6, expected=f"{want:.4f} (k={k}, {n} items: all the others)", got=f"{got:.4f}",
-              hint="with k >= N the query itself got into its k nearest: use k = min(k, N - 1)")
+              hint=_recall_value_hint(fn, got, want, x, labels, k, tuple(right_at)))
+        right_at.append(k)
 
 
 def _recall_case_euclidean(fn):
@@ -806,12 +946,174 @@ def test_recall_at_k(recall_at_k):
              lambda: require_answer(fn, "recall_at_k",
                                     lambda f: f(torch.rand(4, 2), torch.tensor([0, 0, 1, 1]), 1) is None),
              required=True),
+        Case("does not modify its inputs", lambda: _recall_case_inputs(fn), required=True),
         Case("returns a Python float", lambda: _recall_case_float(fn)),
         Case("P@1 (k=1) matches a loop over the queries", lambda: _recall_case_p_at_1(fn)),
         Case("k=3 and k=5: a hit rate, other label values", lambda: _recall_case_hit_rate(fn)),
         Case("a query is not its own neighbour, even with a duplicate", lambda: _recall_case_duplicates(fn)),
         Case("k of N - 1 and more: all the other items", lambda: _recall_case_large_k(fn)),
         Case("ranks by Euclidean distance", lambda: _recall_case_euclidean(fn)),
-        Case("does not modify its inputs", lambda: _recall_case_inputs(fn)),
     ]
-    return grade("test_recall_at_k", cases)
+    return grade("test_recall_at_k", cases, error_hint=_recall_labels_error_hint)
+
+
+# --------------------------------------------------------------------------- ProjectionHead
+
+_HEAD_DIM = 6  # not 64: the head must take its size from `dim`
+_HEAD_ERROR_HINT = ("the head's layer must fit any size: nn.Linear(dim, dim) with the `dim` passed in, not a "
+                    "fixed 64")
+
+
+def _head_error_hint(error: Exception) -> str | None:
+    text = str(error)
+    if isinstance(error, RuntimeError) and ("mat1 and mat2" in text or "size" in text or "shape" in text):
+        return _HEAD_ERROR_HINT
+    return None
+
+
+def _head_linear(ProjectionHead, dim: int) -> nn.Linear:
+    """``ProjectionHead(dim)``, checked to be a module whose ``linear`` is ``nn.Linear(dim, dim)``."""
+    head = ProjectionHead(dim)
+    check(isinstance(head, nn.Module), expected="an nn.Module", got=type(head).__name__,
+          hint="ProjectionHead should subclass nn.Module and call super().__init__()")
+    linear = getattr(head, "linear", None)
+    check(isinstance(linear, nn.Linear), expected="an attribute `linear`, an nn.Linear",
+          got=_describe(linear) if linear is None or isinstance(linear, torch.Tensor) else type(linear).__name__,
+          hint="self.linear = nn.Linear(dim, dim): one linear layer, no activation, no Sequential around it")
+    shape = (linear.in_features, linear.out_features)
+    check(shape == (dim, dim), expected=f"nn.Linear({dim}, {dim}) for ProjectionHead({dim})",
+          got=f"nn.Linear({shape[0]}, {shape[1]})",
+          hint="use the `dim` passed in for both sizes, not a fixed number like 64" if 64 in shape
+          else "the head maps dim numbers to dim numbers: nn.Linear(dim, dim)")
+    return head
+
+
+def _head_case_builds(ProjectionHead):
+    for dim in (_HEAD_DIM, 64):
+        _head_linear(ProjectionHead, dim)
+
+
+def _head_case_inputs(ProjectionHead):
+    head = _head_linear(ProjectionHead, _HEAD_DIM)
+    x = torch.randn(4, _HEAD_DIM)
+    _unchanged(lambda: head(x), x)
+
+
+def _head_case_identity(ProjectionHead):
+    linear = _head_linear(ProjectionHead, _HEAD_DIM).linear
+    eye = torch.eye(_HEAD_DIM)
+    check(torch.equal(linear.weight.detach(), eye), expected="linear.weight == the identity matrix at the start",
+          got=f"max abs difference {(linear.weight.detach() - eye).abs().max().item():.3g}",
+          hint="start the weight as the identity (nn.init.eye_(self.linear.weight)): before training the head "
+               "changes nothing, and the encoder searches exactly as the backbone alone")
+    check(linear.bias is not None, expected="a bias, zero at the start", got="no bias (bias=False)",
+          hint="keep nn.Linear's bias and set it to zero (nn.init.zeros_(self.linear.bias))")
+    check(torch.equal(linear.bias.detach(), torch.zeros(_HEAD_DIM)), expected="linear.bias == 0 at the start",
+          got=f"max abs value {linear.bias.detach().abs().max().item():.3g}",
+          hint="start the bias at zero (nn.init.zeros_(self.linear.bias)): nn.Linear draws it at random")
+
+
+def _head_out(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = head(x.clone())  # the learner's copy
+    if not isinstance(out, torch.Tensor):
+        fail(f"a tensor {tuple(x.shape)}", _describe(out),
+             "forward returns None: replace the None placeholder and return the normalised output" if out is None
+             else "forward should return a tensor")
+    check(out.shape == x.shape, expected=tuple(x.shape), got=tuple(out.shape),
+          hint="(B, dim) -> (B, dim): the linear map keeps the size, and normalising keeps the shape")
+    return out
+
+
+def _head_value_hint(got: torch.Tensor, x: torch.Tensor, linear: nn.Linear, default: str) -> str:
+    """The hint of the first mistake whose output the answer reproduces (a mistake that is right here is skipped)."""
+    normalize = torch.nn.functional.normalize
+    mapped = linear(x)
+    want = normalize(mapped, dim=1)
+    relu_hint = ("no activation: a ReLU sets every negative number to 0 and keeps the embeddings in one orthant of "
+                 "the sphere, the corner the head is there to leave")
+    input_hint = "normalise the output of the linear map, not its input: the map comes first, then the normalisation"
+    candidates = [
+        (mapped, "normalise the output: divide each row by its length (F.normalize(..., dim=1))"),
+        (normalize(torch.relu(mapped), dim=1), relu_hint),
+        (torch.relu(want), relu_hint),
+        (normalize(mapped, dim=0), "normalise each row (dim=1), one embedding at a time, not each column (dim=0)"),
+        (linear(normalize(x, dim=1)), input_hint),
+        (normalize(linear(normalize(x, dim=1)), dim=1), input_hint),
+        (normalize(x @ linear.weight + linear.bias, dim=1),
+         "x @ weight multiplies by the transposed matrix: call self.linear(x)"),
+    ]
+    for value, hint in candidates:
+        if not torch.allclose(value, want, atol=1e-5) and torch.allclose(got, value, atol=1e-5):
+            return hint
+    return default
+
+
+def _head_case_values(ProjectionHead):
+    for batch, dim in ((5, _HEAD_DIM), (3, 64)):
+        head = _head_linear(ProjectionHead, dim)
+        with torch.no_grad():  # a trained head: any matrix and bias, what training makes of the identity
+            head.linear.weight.copy_(torch.randn(dim, dim))
+            head.linear.bias.copy_(torch.randn(dim))
+        x = torch.randn(batch, dim)
+        with torch.no_grad():
+            got = _head_out(head, x)
+            want = torch.nn.functional.normalize(head.linear(x), dim=1)
+        check(torch.allclose(got, want, atol=1e-5),
+              expected=f"F.normalize(linear(x), dim=1) for a ({batch}, {dim}) batch and a trained linear",
+              got=f"max abs difference {(got - want).abs().max().item():.3g}",
+              hint=_head_value_hint(got, x, head.linear, "forward(x) is the linear map, then L2 normalisation of "
+                                                         "each row: F.normalize(self.linear(x), dim=1)"))
+
+
+def _head_case_start(ProjectionHead):
+    head = _head_linear(ProjectionHead, _HEAD_DIM)
+    x = torch.randn(4, _HEAD_DIM)
+    with torch.no_grad():
+        got = _head_out(head, x)
+    want = torch.nn.functional.normalize(x, dim=1)
+    with torch.no_grad():
+        hint = _head_value_hint(got, x, head.linear, "at the start the head must only normalise: weight the "
+                                                     "identity, bias 0, no activation")
+    check(torch.allclose(got, want, atol=1e-5), expected="x / ||x|| for each row: the identity, normalised",
+          got=f"max abs difference {(got - want).abs().max().item():.3g}", hint=hint)
+
+
+def _head_case_gradients(ProjectionHead):
+    head = _head_linear(ProjectionHead, _HEAD_DIM)
+    x = torch.randn(4, _HEAD_DIM)
+    weights = torch.randn(4, _HEAD_DIM)
+    out = _head_out(head, x)
+    check(out.requires_grad, expected="an output that carries gradients", got="no autograd graph",
+          hint="don't detach the output or compute it under torch.no_grad(): the loss trains the head through it")
+    (out * weights).sum().backward()
+    reference = nn.Linear(_HEAD_DIM, _HEAD_DIM)
+    with torch.no_grad():
+        reference.weight.copy_(torch.eye(_HEAD_DIM))
+        reference.bias.zero_()
+    (torch.nn.functional.normalize(reference(x), dim=1) * weights).sum().backward()
+    for name in ("weight", "bias"):
+        got, want = getattr(head.linear, name).grad, getattr(reference, name).grad
+        check(got is not None and got.abs().sum() > 0, expected=f"a gradient for linear.{name}",
+              got="None" if got is None else "zeros",
+              hint=f"the output must come from self.linear, so that training moves its {name}")
+        check(torch.allclose(got, want, atol=1e-5),
+              expected=f"the gradient of linear.{name} of F.normalize(linear(x), dim=1)",
+              got=f"max abs difference {(got - want).abs().max().item():.3g}",
+              hint="the gradient follows the output: make the output right first (the cases above)")
+
+
+def test_projection_head(ProjectionHead):
+    """Grade ``ProjectionHead(dim)``: ``nn.Linear(dim, dim)`` from the identity, then L2 normalisation of each row."""
+    H = ProjectionHead
+    cases = [
+        Case("ProjectionHead is defined",
+             lambda: require_answer(H, "ProjectionHead", lambda h: is_stub_instance(h(_HEAD_DIM), ("linear",))),
+             required=True),
+        Case("linear is nn.Linear(dim, dim) (dim 6 and 64)", lambda: _head_case_builds(H), required=True),
+        Case("does not modify its input", lambda: _head_case_inputs(H), required=True),
+        Case("starts as the identity with a zero bias", lambda: _head_case_identity(H)),
+        Case("at the start, each row is only normalised", lambda: _head_case_start(H)),
+        Case("a trained head: the linear map, then each row normalised", lambda: _head_case_values(H)),
+        Case("gradients reach the weight and the bias", lambda: _head_case_gradients(H)),
+    ]
+    return grade("test_projection_head", cases, layers=True, error_hint=_head_error_hint)

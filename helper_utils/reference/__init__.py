@@ -2,12 +2,33 @@
 # DO NOT EDIT: edit the exercise cells of the notebooks, then run `make release`.
 """Reference answers of every exercise, one module per solution notebook, in course order."""
 
-__all__ = ['train_transform', 'val_transform', 'compute_class_weights', 'InvertedResidualBlock', 'MobileNetBackbone', 'MobileNetLikeClassifier', 'TripletDataset', 'SiameseEncoder', 'SiameseNetwork', 'pairwise_distances', 'batch_hard_triplet_loss', 'recall_at_k', 'get_query_img_embedding', 'get_embeddings', 'find_closest', 'grad_cam']
+__all__ = ['train_transform', 'val_transform', 'compute_class_weights', 'InvertedResidualBlock', 'MobileNetBackbone', 'MobileNetLikeClassifier', 'TripletDataset', 'SiameseEncoder', 'SiameseNetwork', 'pairwise_distances', 'batch_hard_triplet_loss', 'recall_at_k', 'ProjectionHead', 'get_query_img_embedding', 'get_embeddings', 'find_closest', 'grad_cam']
+
+# The heading of the section that teaches each answer (a cell that needs an unfinished one names it)
+SECTIONS = {
+    'train_transform': '5. Exercise: training and validation transforms',
+    'val_transform': '5. Exercise: training and validation transforms',
+    'compute_class_weights': '6. Exercise: class weights',
+    'InvertedResidualBlock': '2. Exercise: `InvertedResidualBlock`',
+    'MobileNetBackbone': '2. Exercise: `MobileNetBackbone`',
+    'MobileNetLikeClassifier': '4. Exercise: `MobileNetLikeClassifier`',
+    'TripletDataset': '3. Exercise: `TripletDataset`',
+    'SiameseEncoder': '2. Exercise: `SiameseEncoder`',
+    'SiameseNetwork': '3. Exercise: `SiameseNetwork`',
+    'pairwise_distances': '4. Exercise: `pairwise_distances`',
+    'batch_hard_triplet_loss': '5. Exercise: `batch_hard_triplet_loss`',
+    'recall_at_k': '6. Exercise: `recall_at_k`',
+    'ProjectionHead': '11. A projection head',
+    'get_query_img_embedding': '3. Exercise: `get_query_img_embedding`',
+    'get_embeddings': '4. Exercise: `get_embeddings`',
+    'find_closest': '5. Exercise: `find_closest`',
+    'grad_cam': '5. Exercise: `grad_cam`',
+}
 
 from helper_utils.reference.data_pipeline import train_transform, val_transform, compute_class_weights
 from helper_utils.reference.inverted_residual_block import InvertedResidualBlock
 from helper_utils.reference.backbone_and_classifier import MobileNetBackbone, MobileNetLikeClassifier
 from helper_utils.reference.triplet_dataset import TripletDataset
-from helper_utils.reference.siamese_training import SiameseEncoder, SiameseNetwork, pairwise_distances, batch_hard_triplet_loss, recall_at_k
+from helper_utils.reference.siamese_training import SiameseEncoder, SiameseNetwork, pairwise_distances, batch_hard_triplet_loss, recall_at_k, ProjectionHead
 from helper_utils.reference.visual_search import get_query_img_embedding, get_embeddings, find_closest
 from helper_utils.reference.evaluation_and_explainability import grad_cam

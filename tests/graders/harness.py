@@ -161,3 +161,21 @@ def hint_tests(hints: list) -> dict[str, Callable]:
         assert words in said, f"{name} on {getattr(mutant, '__name__', mutant)}: {said}"
 
     return {"test_mutant_hints_name_the_mistake": test_mutant_hints_name_the_mistake}
+
+
+def first_hint_tests(hints: list) -> dict[str, Callable]:
+    """A test that the *first* failure a learner reads names the mistake: ``(grader name, mutant, words)`` rows.
+
+    For mistakes whose first hint once pointed elsewhere (a generic message, another mistake's hint).
+    """
+
+    @pytest.mark.parametrize("name, mutant, words", [
+        pytest.param(name, mutant, words, id=f"{name}-{getattr(mutant, '__name__', mutant)}")
+        for name, mutant, words in hints])
+    def test_first_hint_names_the_mistake(name, mutant, words, capsys):
+        report = getattr(unittests, name)(mutant)
+        first = next((r for r in failed(report)), None)
+        assert first is not None, f"{name} passed {getattr(mutant, '__name__', mutant)}"
+        assert words in (first.hint or ""), f"{name} on {getattr(mutant, '__name__', mutant)}: {first.name}: {first.hint}"
+
+    return {"test_first_hint_names_the_mistake": test_first_hint_names_the_mistake}

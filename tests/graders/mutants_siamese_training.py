@@ -1,5 +1,5 @@
 """Answers to notebook 05's exercises (``SiameseEncoder``, ``SiameseNetwork``, ``pairwise_distances``,
-``batch_hard_triplet_loss``, ``recall_at_k``): correct, stubs, wrong.
+``batch_hard_triplet_loss``, ``recall_at_k``, ``ProjectionHead``): correct, stubs, wrong.
 
 ``*_CORRECT`` must pass their grader; ``*_STUBS`` and every ``*_MUTANTS`` entry must fail it.
 Each mutant maps to ``(answer, name of a case that must fail, or words of the hint it must get)``.
@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helper_utils.losses import semi_hard_triplet_loss
 from helper_utils.reference import MobileNetBackbone, pairwise_distances
 
 # --------------------------------------------------------------------------- SiameseEncoder
@@ -539,6 +540,50 @@ def loss_plain_sqrt(embeddings, labels, margin):
     return _batch_hard(embeddings, labels, margin, distances=_differences_squared(embeddings).sqrt())
 
 
+def loss_labels_without_column(embeddings, labels, margin):
+    """`labels == labels[None, :]` instead of `labels[:, None] == labels[None, :]`: a (1, B) mask, all True."""
+    distances = pairwise_distances(embeddings)
+    same = labels == labels[None, :]
+    positives = same & ~torch.eye(len(labels), dtype=torch.bool)
+    d_ap, d_an = _hardest(distances, positives, ~same)
+    valid = positives.any(dim=1) & (~same).any(dim=1)
+    return torch.relu(d_ap - d_an + margin)[valid].mean()
+
+
+def loss_masks_multiplied(embeddings, labels, margin):
+    """Masks by multiplication for both: the nearest negative is then one of the zeros the mask left."""
+    distances = pairwise_distances(embeddings)
+    _, positives, negatives = _masks(labels)
+    d_ap = (distances * positives).amax(dim=1)
+    d_an = (distances * negatives).amin(dim=1)
+    valid = positives.any(dim=1) & negatives.any(dim=1)
+    return torch.relu(d_ap - d_an + margin)[valid].mean()
+
+
+def loss_active_anchors_only(embeddings, labels, margin):
+    """The mean over the anchors whose loss is not 0 yet (as some papers report the loss)."""
+    distances = pairwise_distances(embeddings)
+    _, positives, negatives = _masks(labels)
+    d_ap, d_an = _hardest(distances, positives, negatives)
+    valid = positives.any(dim=1) & negatives.any(dim=1)
+    terms = torch.relu(d_ap - d_an + margin)[valid]
+    return terms[terms > 0].mean()
+
+
+def loss_normalises_first(embeddings, labels, margin):
+    return _batch_hard(F.normalize(embeddings, dim=1), labels, margin)
+
+
+def loss_semi_hard(embeddings, labels, margin):
+    """Semi-hard mining (the kit's other loss) in place of batch-hard."""
+    return semi_hard_triplet_loss(embeddings, labels, margin, normalize=False)
+
+
+def loss_normalises_in_place(embeddings, labels, margin):
+    embeddings /= embeddings.norm(dim=1, keepdim=True)  # changes the caller's tensor
+    return _batch_hard(embeddings, labels, margin)
+
+
 LOSS_MUTANTS = {
     "nearest positive": (loss_nearest_positive, "not the nearest"),
     "farthest negative": (loss_farthest_negative, "not the farthest"),
@@ -552,6 +597,12 @@ LOSS_MUTANTS = {
     "returns a Python number": (loss_item, "not a Python number"),
     "one loss per anchor": (loss_per_anchor, "return one number"),
     "plain sqrt distances (NaN gradients)": (loss_plain_sqrt, "the gradient of sqrt at 0 is infinite"),
+    "labels compared without [:, None]": (loss_labels_without_column, "labels[:, None] == labels[None, :]"),
+    "masks multiplied (zeros win the minimum)": (loss_masks_multiplied, "the minimum picks them"),
+    "mean over the active anchors only": (loss_active_anchors_only, "dividing by the active"),
+    "normalises the embeddings first": (loss_normalises_first, "don't L2-normalise them first"),
+    "semi-hard instead of batch-hard": (loss_semi_hard, "that is semi-hard mining"),
+    "normalises its input in place": (loss_normalises_in_place, "does not modify its inputs"),
 }
 
 
@@ -633,13 +684,169 @@ def recall_unclipped_k(embeddings, labels, k):
     return _recall(_without_self(embeddings), labels, k, clip=False)
 
 
+def recall_skips_lonely_queries(embeddings, labels, k):
+    """Averages over the queries whose label has another item only: a lonely query is no miss."""
+    distances = _without_self(embeddings)
+    nearest = distances.topk(min(k, len(labels) - 1), dim=1, largest=False).indices
+    hits = (labels[nearest] == labels[:, None]).any(dim=1)
+    has_other = (labels[:, None] == labels[None, :]).sum(dim=1) > 1
+    return hits[has_other].float().mean().item()
+
+
+def recall_labels_without_column(embeddings, labels, k):
+    """`labels[nearest] == labels`: (N, k) against (N,) broadcasts at k=1 (every query meets every label)."""
+    distances = _without_self(embeddings)
+    nearest = distances.topk(min(k, len(labels) - 1), dim=1, largest=False).indices
+    return (labels[nearest] == labels).any(dim=1).float().mean().item()
+
+
+def recall_normalises_in_place(embeddings, labels, k):
+    """Normalises the caller's embeddings in place (the ranking by Euclidean distance changes too)."""
+    embeddings /= embeddings.norm(dim=1, keepdim=True)
+    return recall_numpy_argsort(embeddings, labels, k)
+
+
 RECALL_MUTANTS = {
     "the query counted as its own neighbour": (recall_includes_self, "leave the query out"),
     "drops the first sorted column (ties with a duplicate)":
         (recall_drops_first_column, "a query is not its own neighbour, even with a duplicate"),
-    "top-k of the farthest": (recall_farthest, "these are the farthest"),
+    "top-k of the farthest": (recall_farthest, "you took the k farthest items"),
     "precision@k instead of a hit rate": (recall_precision, "precision@k"),
     "returns a tensor": (recall_tensor, "returns a Python float"),
     "cosine similarity ordering": (recall_cosine, "not cosine similarity"),
     "k not clipped to N - 1": (recall_unclipped_k, "k of N - 1 and more: all the other items"),
+    "leaves out the queries whose label has no other item": (recall_skips_lonely_queries, "count it as a miss"),
+    "labels compared without [:, None]": (recall_labels_without_column, "labels[:, None]"),
+    "normalises its input in place": (recall_normalises_in_place, "does not modify its inputs"),
+}
+
+
+
+# --------------------------------------------------------------------------- ProjectionHead
+
+
+class TutorialHead(nn.Module):
+    """The answer: nn.Linear from the identity, then F.normalize."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.linear = nn.Linear(dim, dim)
+        nn.init.eye_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x):
+        return F.normalize(self.linear(x), dim=1)
+
+
+class HandWrittenHead(nn.Module):
+    """Another correct answer: the identity copied in, the rows divided by their length by hand."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.linear = nn.Linear(dim, dim)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.eye(dim))
+            self.linear.bias.fill_(0.0)
+
+    def forward(self, x):
+        out = x @ self.linear.weight.T + self.linear.bias
+        return out / out.norm(dim=1, keepdim=True)
+
+
+HEAD_CORRECT = {"nn.init.eye_ + F.normalize": TutorialHead, "copied identity, divided by the norm": HandWrittenHead}
+
+
+class StubHead(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.linear = None
+
+    def forward(self, x):
+        return None
+
+
+HEAD_STUBS = {"None placeholder": None, "stub class": StubHead}
+
+
+class NoNormalisationHead(TutorialHead):
+    def forward(self, x):
+        return self.linear(x)
+
+
+class ReluHead(TutorialHead):
+    def forward(self, x):
+        return F.normalize(torch.relu(self.linear(x)), dim=1)
+
+
+class RandomWeightHead(TutorialHead):
+    """nn.Linear's own random weight, the bias zeroed."""
+
+    def __init__(self, dim):
+        super().__init__(dim)
+        self.linear = nn.Linear(dim, dim)
+        nn.init.zeros_(self.linear.bias)
+
+
+class RandomBiasHead(TutorialHead):
+    """The identity weight, but nn.Linear's own random bias."""
+
+    def __init__(self, dim):
+        super().__init__(dim)
+        self.linear = nn.Linear(dim, dim)
+        nn.init.eye_(self.linear.weight)
+
+
+class ColumnsHead(TutorialHead):
+    def forward(self, x):
+        return F.normalize(self.linear(x), dim=0)
+
+
+class InputNormalisedHead(TutorialHead):
+    def forward(self, x):
+        return self.linear(F.normalize(x, dim=1))
+
+
+class HardCodedHead(TutorialHead):
+    def __init__(self, dim):
+        super().__init__(64)
+
+
+class InPlaceHead(TutorialHead):
+    """Normalises the caller's tensor in place before the map (and the output after it)."""
+
+    def forward(self, x):
+        x /= x.norm(dim=1, keepdim=True)
+        return F.normalize(self.linear(x), dim=1)
+
+
+class NoBiasHead(TutorialHead):
+    def __init__(self, dim):
+        super().__init__(dim)
+        self.linear = nn.Linear(dim, dim, bias=False)
+        nn.init.eye_(self.linear.weight)
+
+
+class DetachedHead(TutorialHead):
+    def forward(self, x):
+        with torch.no_grad():
+            return F.normalize(self.linear(x), dim=1)
+
+
+class TransposedHead(TutorialHead):
+    def forward(self, x):
+        return F.normalize(x @ self.linear.weight + self.linear.bias, dim=1)
+
+
+HEAD_MUTANTS = {
+    "no normalisation": (NoNormalisationHead, "normalise the output"),
+    "a ReLU": (ReluHead, "no activation"),
+    "random weights": (RandomWeightHead, "start the weight as the identity"),
+    "a random bias": (RandomBiasHead, "start the bias at zero"),
+    "columns normalised": (ColumnsHead, "not each column"),
+    "the input normalised instead of the output": (InputNormalisedHead, "not its input"),
+    "the dimension hard-coded": (HardCodedHead, "not a fixed number like 64"),
+    "the input changed in place": (InPlaceHead, "don't modify the inputs in place"),
+    "no bias": (NoBiasHead, "keep nn.Linear's bias"),
+    "output computed under no_grad": (DetachedHead, "don't detach the output"),
+    "weight transposed": (TransposedHead, "transposed matrix"),
 }

@@ -1,4 +1,4 @@
-"""The grader framework itself, and what every grader owes the learner (one test over all eleven)."""
+"""The grader framework itself, and what every grader owes the learner (one test over all of them)."""
 
 import random
 import time
@@ -24,7 +24,13 @@ REFERENCES = {
     "test_query_embedding": (ref.get_query_img_embedding,),
     "test_get_embeddings": (ref.get_embeddings,),
     "test_find_closest": (ref.find_closest,),
+    "test_pairwise_distances": (ref.pairwise_distances,),
+    "test_batch_hard_triplet_loss": (ref.batch_hard_triplet_loss,),
+    "test_recall_at_k": (ref.recall_at_k,),
+    "test_projection_head": (ref.ProjectionHead,),
 }
+LAYER_GRADERS = {"test_block", "test_backbone", "test_classifier", "test_siamese_encoder"}
+_LAYER_HINT = "check its in/out channels and stride"
 
 
 def _failing_case():
@@ -232,3 +238,37 @@ def test_cases_run_in_a_known_state_whatever_the_learner_left():
 def test_a_correct_block_passes_after_learner_code_turned_gradients_off():
     with torch.no_grad():
         assert unittests.test_block(ref.InvertedResidualBlock)
+
+
+def _shape_error(*args, **kwargs):
+    raise RuntimeError("The size of tensor a (5) must match the size of tensor b (14) at non-singleton dimension 1")
+
+
+@pytest.mark.parametrize("name", sorted(set(REFERENCES) - LAYER_GRADERS - {"test_transforms"}))
+def test_graders_of_exercises_that_are_not_layers_never_give_the_layer_hint(name, capsys):
+    report = getattr(unittests, name)(_shape_error)
+    hints = [r.hint for r in report.results if not r.passed]
+    assert hints and not any(_LAYER_HINT in (hint or "") for hint in hints), hints
+
+
+def test_only_a_grader_of_layers_reads_a_shape_error_as_a_layer_mistake():
+    def raises():
+        _shape_error()
+
+    layer = grade("layers", [Case("forward", raises)], layers=True, verbose=False)
+    other = grade("function", [Case("call", raises)], verbose=False)
+    assert _LAYER_HINT in layer.results[0].hint
+    assert _LAYER_HINT not in other.results[0].hint and "shapes" in other.results[0].hint
+
+
+def test_a_graders_own_error_hint_comes_first_and_a_broken_one_is_ignored():
+    def raises():
+        _shape_error()
+
+    def broken(error):
+        raise KeyError("bug in the hint")
+
+    own = grade("own", [Case("call", raises)], error_hint=lambda e: "compare labels[:, None]", verbose=False)
+    assert own.results[0].hint == "compare labels[:, None]"
+    fallback = grade("broken", [Case("call", raises)], error_hint=broken, verbose=False)
+    assert fallback.results[0].hint and "Traceback" not in fallback.results[0].hint

@@ -174,3 +174,12 @@ def test_export_imports_are_rewritten_to_the_defining_modules():
                                 "x = 1"]
     with pytest.raises(release.ReleaseError, match="Nowhere"):
         release._direct_imports("from helper_utils import Nowhere", {}, "demo")
+
+
+def test_each_answer_is_mapped_to_the_heading_of_the_section_teaching_it():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title\n\n## 1. Intro"),
+                nbformat.v4.new_markdown_cell("## 2. Exercise: a block (about 4 lines)\n\n### Details"),
+                nbformat.v4.new_code_cell(SOLUTION, metadata={"tags": ["exercise"]}),
+                nbformat.v4.new_code_cell("helper = 1", metadata={"tags": ["export"]})]
+    assert release.exercise_sections(nb) == {"Block": "2. Exercise: a block"}

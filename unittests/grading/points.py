@@ -43,6 +43,7 @@ EXERCISES: tuple[Exercise, ...] = (
     Exercise("05_siamese_training", "batch_hard_triplet_loss", "test_batch_hard_triplet_loss",
              ("batch_hard_triplet_loss",)),
     Exercise("05_siamese_training", "recall_at_k", "test_recall_at_k", ("recall_at_k",)),
+    Exercise("05_siamese_training", "ProjectionHead", "test_projection_head", ("ProjectionHead",)),
     Exercise("06_visual_search", "get_query_img_embedding", "test_query_embedding", ("get_query_img_embedding",)),
     Exercise("06_visual_search", "get_embeddings", "test_get_embeddings", ("get_embeddings",)),
     Exercise("06_visual_search", "find_closest", "test_find_closest", ("find_closest",)),
