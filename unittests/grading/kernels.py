@@ -22,11 +22,12 @@ __all__ = ["KIT", "Starter", "kernel_env", "job_for", "kernel_manager", "zmq_con
 KIT = REPO  # the kit's root: its helper_utils/ and unittests/ are what every kernel imports
 MAX_MESSAGE_BYTES = 4 * 2**20  # a bigger message from a kernel is dropped (and its connection reset)
 MAX_QUEUED_MESSAGES = 256  # per socket
-_LOCALE = ("LANG", "LC_ALL", "LC_CTYPE", "TZ")  # harmless settings passed on
+_PASSED_ON = ("LANG", "LC_ALL", "LC_CTYPE", "TZ",  # harmless settings passed on; Windows needs the rest
+              "SYSTEMROOT", "WINDIR", "COMSPEC", "PATHEXT", "TEMP", "TMP")
 
 
 def _minimal_env(home: Path) -> dict:
-    env = {k: os.environ[k] for k in _LOCALE if k in os.environ}
+    env = {k: os.environ[k] for k in _PASSED_ON if k in os.environ}
     env.update({"PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
                 "HOME": str(home), "PYTHONPATH": str(KIT), "MPLBACKEND": "agg", "OMP_NUM_THREADS": "1",
                 "PYTHONDONTWRITEBYTECODE": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1"})
@@ -118,13 +119,16 @@ def zmq_context():
 
 
 def kernel_manager(starter: Starter, runtime: Path, context):
-    """A kernel manager for one kernel: Unix sockets in ``runtime`` (no network needed), the grading kernel spec."""
+    """A kernel manager for one kernel: Unix sockets in ``runtime`` (no network needed), the grading kernel spec.
+
+    Windows has no Unix sockets for ZeroMQ there: loopback TCP (it has no sandbox either).
+    """
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
 
+    where = {"transport": "tcp"} if sys.platform == "win32" else {"transport": "ipc", "ip": str(runtime / "k")}
     return AsyncKernelManager(kernel_name="fashion-grade", kernel_spec_manager=KernelSpecManager(
-        kernel_dirs=starter.kernel_dirs), transport="ipc", ip=str(runtime / "k"),
-        connection_file=str(runtime / "kernel.json"), context=context)
+        kernel_dirs=starter.kernel_dirs), connection_file=str(runtime / "kernel.json"), context=context, **where)
 
 
 def isolation(sandbox: bool, fork: bool) -> tuple[bool, str]:
