@@ -157,7 +157,8 @@ def _make_hostile(subs: Path, root: Path, port: int) -> None:
         _exercise_is(search, name, source)
     _write(subs / "hostile-patcher", S, search)
     _write(subs / "hostile-forger", B, _exercise_is(_notebook("solution", B), "InvertedResidualBlock", hostile.FORGE))
-    _write(subs / "aa-neighbour", B, _prepend_to_exercise(solution_b, "InvertedResidualBlock", hostile.NEIGHBOUR))
+    if SANDBOX:  # without it a learner's code can reach the others (docs/INSTRUCTORS.md says so): not tested
+        _write(subs / "aa-neighbour", B, _prepend_to_exercise(solution_b, "InvertedResidualBlock", hostile.NEIGHBOUR))
     secret = root / "secret.txt"
     secret.write_text(SECRET)
     (subs / "hostile-reader").mkdir(parents=True)

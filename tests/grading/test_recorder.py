@@ -58,6 +58,8 @@ def _tampers(result: dict) -> list[str]:
 
 def test_checks_that_hold_the_key():
     result = _run("""
+        import tempfile
+        open(os.path.join(tempfile.mkdtemp(), "mem"), "w").close()  # a file of its own named mem: fine
         unittests.test_block(OwnBlock)  # honest: signed, passes, not the kit's
         unittests.test_block(_reference.inverted_residual_block.InvertedResidualBlock)  # the kit's, via a tripwire
         _Real = sys.modules["unittests.inverted_residual_block"]._RefBlock  # the kit's, reached through the grader
@@ -82,24 +84,25 @@ def test_checks_that_hold_the_key():
     assert [r["answer"] for r in records] == [False, True, True, True, False, False, False]
     assert all(c["passed"] for c in records[0]["cases"]) and len(records[0]["cases"]) == 15
     tampers = " | ".join(_tampers(result))
+    assert "memory" not in tampers
     for words in ("replaced a grader", "changed Report.__bool__", "changed the class Report",
                   "changed unittests.framework.check", "armed the grader again"):
         assert words in tampers, tampers
-    assert _kinds(result)[-1] == "finish"
+    assert _kinds(result)[0] == "armed" and _kinds(result)[-1] == "finish"
 
 
 @pytest.mark.parametrize("scenario,words", [
     ("import gc; gc.get_objects()", "gc.get_objects"),
     ("sys.settrace(lambda *a: None); sys.settrace(None)", "tracer"),
     ("import ctypes; ctypes.string_at(id(1), 8)", "ctypes"),
-    ("open('/proc/self/mem', 'rb').close()", "memory"),
+    ("open('/tmp/../proc/self/mem', 'rb').close()", "memory"),
     ("compile('x = 1', os.path.join(sys.prefix, 'lib', 'fake.py'), 'exec')", "claims to be"),
     ("import signal; signal.signal(signal.SIGUSR1, lambda *a: None)", None),  # nothing signed after it
 ])
 def test_what_could_reach_the_key_is_reported_then_the_key_is_forgotten(scenario, words):
     result = _run(scenario + "\nunittests.test_block(OwnBlock)")
     if words is None:
-        assert result["messages"] == []
+        assert _kinds(result) == ["armed"]
     else:
-        assert _kinds(result) == ["tamper"] and words in _tampers(result)[0], result
+        assert _kinds(result) == ["armed", "tamper"] and words in _tampers(result)[0], result
     assert result["forged"] == 0

@@ -32,6 +32,14 @@ import sys
 JOB_ENV = "FASHION_GRADE_JOB"  # as warden.JOB_ENV; the proxy imports nothing from the kit
 
 
+def _die_with_the_grader() -> None:
+    """Linux: end when the process that started this one (the grader) ends, however it ends."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 def _kernel_request(kernel_args: list[str]) -> dict:
     job = json.loads(os.environ[JOB_ENV])
     env = {k: v for k, v in os.environ.items() if k not in (JOB_ENV, "JPY_PARENT_PID")}
@@ -73,6 +81,7 @@ def _stand_in(connection: socket.socket) -> int:
 
 def proxy(kernel_args: list[str]) -> int:
     """Ask the zygote for a kernel: send it the job and the channel, then stand in for the kernel."""
+    _die_with_the_grader()  # then the warden sees the connection close and ends the kernel
     request = _kernel_request(kernel_args)
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     connection.connect(request["job"]["zygote"])
@@ -86,6 +95,7 @@ def direct(kernel_args: list[str]) -> int:
     sys.path[:] = [p for p in sys.path if p != os.path.dirname(os.path.abspath(__file__))]  # not the kit's modules
     from unittests.grading import warden
 
+    _die_with_the_grader()
     request = _kernel_request(kernel_args)
     channel = os.dup(1)
     if not (sys.platform.startswith("linux") and hasattr(os, "fork")):
@@ -101,7 +111,9 @@ def direct(kernel_args: list[str]) -> int:
 
 
 def serve(socket_path: str) -> None:
-    """Import the kit once, print ``ready``, then fork one warden per request on ``socket_path`` until killed."""
+    """Import the kit once, print ``ready``, then fork one warden per request on ``socket_path`` while the grader lives."""
+    import select
+
     from unittests.grading import sandbox, warden
 
     warden.preload()
@@ -113,6 +125,11 @@ def serve(socket_path: str) -> None:
     listener.listen(16)
     print("ready", flush=True)
     while True:
+        ready, _, _ = select.select([listener, 0], [], [])
+        if 0 in ready and not os.read(0, 4096):
+            return  # the grader holds our standard input: end of file means it is gone
+        if listener not in ready:
+            continue
         connection, _ = listener.accept()
         try:
             data, fds, _, _ = socket.recv_fds(connection, 1 << 20, 1)
@@ -130,6 +147,7 @@ def serve(socket_path: str) -> None:
             continue
         if os.fork() == 0:
             listener.close()
+            os.close(0)  # a warden does not hold the grader's pipe open
             warden.run(request["job"], request["args"], request["env"], fds[0], connection)
         os.close(fds[0])
         connection.close()

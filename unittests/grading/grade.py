@@ -174,22 +174,21 @@ async def grade_notebook(run: _Run, learner: str, notebook: str) -> list[Exercis
     scratch, runtime = run.workdir / "scratch" / token, run.workdir / "run" / token
     try:
         path = stage(run.submissions / learner, notebook, scratch, run.settings.disk_mb)
+        cells = learner_cells(_read_notebook(path), notebook, exercises)
     except FileNotFoundError:
         return _results(shown, notebook, exercises, "missing", f"no {notebook}.ipynb in the submission")
     except Refused as e:
         return _results(shown, notebook, exercises, "error", f"refused: {e}")
     except OSError as e:
         return _results(shown, notebook, exercises, "error", f"the folder could not be copied: {_error_line(e)}")
-    try:
-        cells = learner_cells(_read_notebook(path), notebook, exercises)
     except Exception as e:  # invalid JSON, not a notebook, a cell without source...
-        return _results(shown, notebook, exercises, "error", f"{path.name} could not be read: {_error_line(e)}")
-    (runtime / "root").mkdir(parents=True)
-    try:
+        return _results(shown, notebook, exercises, "error", f"{notebook}.ipynb could not be read: {_error_line(e)}")
+    else:
+        (runtime / "root").mkdir(parents=True)
         reader, trouble, stopped = await _run_cells(run, notebook, cells, exercises, scratch, runtime)
+        return [_exercise_result(shown, notebook, e, reader, trouble, stopped) for e in exercises]
     finally:
         _remove(scratch, runtime)
-    return [_exercise_result(shown, notebook, e, reader, trouble, stopped) for e in exercises]
 
 
 def _remove(*folders: Path) -> None:
@@ -277,7 +276,8 @@ def _rejection(reader: Reader | None, stopped: str) -> str:
     if tampered:
         return f"rejected: the notebook changed the grader or reached for its key: {'; '.join(tampered)}"[:NOTE_CHARS]
     finished = any(m.get("kind") == "finish" for m in reader.messages)
-    if reader.started and not stopped and not finished:
+    armed = any(m.get("kind") == "armed" for m in reader.messages)
+    if armed and not stopped and not finished:
         return "rejected: the grader's last check did not report: the notebook interfered with the grader"
     return ""
 
@@ -336,12 +336,22 @@ def shard_of(names: list[str], shard: tuple[int, int]) -> list[str]:
     return [name for index, name in enumerate(names) if index % n == i - 1]
 
 
+def _quiet_about_nbclient(loop, context: dict) -> None:
+    """Drop what nbclient's own background tasks raise once their kernel is gone (a dead kernel is a status here)."""
+    task = context.get("future")
+    coroutine = getattr(task, "get_coro", lambda: None)()
+    if getattr(coroutine, "__qualname__", "").startswith("NotebookClient."):
+        return
+    loop.default_exception_handler(context)
+
+
 async def grade_class(submissions: Path, notebooks: list[str], names: list[str], settings: Settings,
                       hidden: list[Path] = (), sandboxed: bool = False) -> list[ExerciseResult]:
     """Grade ``notebooks`` of the learners ``names``, ``settings.jobs`` kernels at a time.
 
     Every process the grading started is gone when this returns (the gradebook is written after).
     """
+    asyncio.get_running_loop().set_exception_handler(_quiet_about_nbclient)
     linux = sys.platform.startswith("linux")
     me = os.getpid()
     before = frozenset(sandbox.descendants(me)) if linux else frozenset()
@@ -365,7 +375,7 @@ async def grade_class(submissions: Path, notebooks: list[str], names: list[str],
                                            f"the grader failed: {_error_line(e)}")
                     if starter.alive() or attempt:
                         return results
-                    starter.restart(generation)  # the kernel starter died under this notebook: once more
+                    await asyncio.to_thread(starter.restart, generation)  # it died under this notebook: once more
                 return results
 
         try:

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from helper_utils.paths import DATA_ENV, REPO
@@ -68,6 +69,7 @@ class Starter:
         self.socket: str | None = None
         self.generation = 0
         self.process: subprocess.Popen | None = None
+        self._restarting = threading.Lock()
         spec = workdir / "kernels" / "fashion-grade"
         spec.mkdir(parents=True)
         script = str(Path(forkkernel.__file__))
@@ -86,7 +88,7 @@ class Starter:
         home.mkdir(exist_ok=True)
         self.process = subprocess.Popen([sys.executable, "-m", "unittests.grading.forkkernel", "serve", self.socket],
                                         cwd=KIT, env=_minimal_env(home), stdout=subprocess.PIPE,
-                                        stdin=subprocess.DEVNULL, text=True)
+                                        stdin=subprocess.PIPE, text=True)  # it ends when this pipe closes
         line = self.process.stdout.readline().strip()
         if line != "ready":
             self.close()
@@ -97,14 +99,17 @@ class Starter:
 
     def restart(self, generation: int) -> None:
         """Start a new zygote if the one of ``generation`` is dead (once, however many kernels noticed)."""
-        if self.fork and generation == self.generation and not self.alive():
-            self.close()
-            self._start_zygote()
+        with self._restarting:
+            if self.fork and generation == self.generation and not self.alive():
+                self.close()
+                self._start_zygote()
 
     def close(self) -> None:
         if self.process is not None:
             self.process.kill()
             self.process.wait()
+            self.process.stdin.close()
+            self.process.stdout.close()
 
 
 def zmq_context():
@@ -121,14 +126,26 @@ def zmq_context():
 def kernel_manager(starter: Starter, runtime: Path, context):
     """A kernel manager for one kernel: Unix sockets in ``runtime`` (no network needed), the grading kernel spec.
 
-    Windows has no Unix sockets for ZeroMQ there: loopback TCP (it has no sandbox either).
+    Its clients use ``context`` (whose sockets cap message sizes) and no heartbeat: jupyter_client's
+    heartbeat thread can wait forever on a kernel whose sockets a submission broke, and the manager
+    watches the kernel's process anyway. Windows has no Unix sockets for ZeroMQ: loopback TCP there
+    (it has no sandbox either).
     """
+    from jupyter_client.asynchronous import AsyncKernelClient
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
 
+    class Client(AsyncKernelClient):
+        def start_channels(self, shell=True, iopub=True, stdin=True, hb=True, control=True):
+            super().start_channels(shell=shell, iopub=iopub, stdin=stdin, hb=False, control=control)
+
+    class Manager(AsyncKernelManager):
+        def client(self, **kwargs):
+            return super().client(context=self.context, **kwargs)
+
     where = {"transport": "tcp"} if sys.platform == "win32" else {"transport": "ipc", "ip": str(runtime / "k")}
-    return AsyncKernelManager(kernel_name="fashion-grade", kernel_spec_manager=KernelSpecManager(
-        kernel_dirs=starter.kernel_dirs), connection_file=str(runtime / "kernel.json"), context=context, **where)
+    return Manager(kernel_name="fashion-grade", kernel_spec_manager=KernelSpecManager(kernel_dirs=starter.kernel_dirs),
+                   connection_file=str(runtime / "kernel.json"), context=context, client_factory=Client, **where)
 
 
 def isolation(sandbox: bool, fork: bool) -> tuple[bool, str]:

@@ -72,8 +72,9 @@ def _make_hook(secret: list, fd: int, trusted: tuple[str, ...]) -> Callable:
     # compares with ``is``, and formats only exact ``str``: no learner code ever runs while it
     # holds the key.
     _type, _str, _bytes, _tuple, _int, _len, _zip = type, str, bytes, tuple, int, len, zip
-    _write, _frame, _blake, _getsignal, _getcwd = os.write, sys._getframe, hashlib.blake2b, signal.getsignal, \
-        os.getcwd
+    _write, _frame, _blake, _getsignal, _stat = os.write, sys._getframe, hashlib.blake2b, signal.getsignal, os.stat
+    _proc_device = os.stat("/proc").st_dev if os.path.isdir("/proc") else -1
+    _dev_mem = os.makedev(1, 1) if hasattr(os, "makedev") else -1  # /dev/mem
     _encode, _translate, _join, _starts, _ends = str.encode, str.translate, str.join, str.startswith, str.endswith
     _bstarts, _bends = bytes.startswith, bytes.endswith
     _dict_get, _dict_items, _append = dict.get, dict.items, list.append
@@ -193,6 +194,7 @@ def _make_hook(secret: list, fd: int, trusted: tuple[str, ...]) -> Callable:
         info["snapshot"], info["functions"] = snapshot, functions
         info["classes"] = [(cls, _tuple(_proxy_items(_class_dict(cls))), _len(_class_dict(cls))) for cls in classes]
         state["armed"] = info
+        emit('{"kind":"armed"}')
 
     def intact() -> str:
         """\"\" when the kit is as arm() saw it, else what changed."""
@@ -281,12 +283,22 @@ def _make_hook(secret: list, fd: int, trusted: tuple[str, ...]) -> Callable:
             return "changed the class of a module"
         return ""
 
-    def suspicious_path(path) -> bool:
+    def memory_file(path) -> bool:
+        """A path (however spelled) to a process's memory: a ``mem`` file of procfs, or ``/dev/mem``."""
         if _type(path) is _bytes:
-            return _bends(path, b"mem") and (b"proc" in path or _bstarts(path, b"/dev"))
-        if _type(path) is _str:
-            return _ends(path, "mem") and ("proc" in path or _starts(path, "/dev") or _starts(_getcwd(), "/proc"))
-        return False
+            named_mem = path == b"mem" or _bends(path, b"/mem")
+        elif _type(path) is _str:
+            named_mem = path == "mem" or _ends(path, "/mem")
+        else:
+            return False
+        if not named_mem:
+            return False
+        try:
+            found = _stat(path)
+        except OSError:
+            return False
+        return found.st_dev == _proc_device or found.st_rdev == _dev_mem
+
 
     def handle(event: str, args: tuple, origin) -> None:
         armed = state["armed"]
@@ -322,7 +334,7 @@ def _make_hook(secret: list, fd: int, trusted: tuple[str, ...]) -> Callable:
             if what:
                 tamper(what)
         elif event == "open":
-            if suspicious_path(args[0]):
+            if memory_file(args[0]):
                 tamper("opened a process's memory", forget=True)
         elif event == "compile" or event == "code.__new__":
             if trusted_file(args[1]) and not trusted_file(origin.f_code.co_filename):

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["View", "probe", "enter_user_and_pid_namespaces", "enter_view", "drop_privileges", "harden",
-           "become_subreaper", "children", "descendants", "private_mb", "kill_descendants", "tree_disk_mb"]
+           "undumpable", "become_subreaper", "children", "descendants", "private_mb", "kill_descendants", "tree_disk_mb"]
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
@@ -237,6 +237,11 @@ def harden(disk_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     size = disk_mb * 2**20
     resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+
+def undumpable() -> None:
+    """No other process of this user may read this one's memory (``ptrace``, ``/proc/PID/mem``)."""
+    _prctl(PR_SET_DUMPABLE, 0)
 
 
 def become_subreaper(on: bool = True) -> None:

@@ -124,6 +124,7 @@ def run(job: dict, kernel_args: list[str], env: dict, fd: int, launcher: socket.
         _write_all(fd, channel.key_line(key))
         if job["sandbox"]:
             sandbox.enter_user_and_pid_namespaces()
+        sandbox.undumpable()  # its memory holds the key (after the namespace: it writes its own uid_map first)
         secret = [key]
         del key
         warden = os.getpid()
@@ -148,7 +149,7 @@ def _watch(pid: int, job: dict, launcher: socket.socket) -> str:
             return ""  # the grader let go of the kernel
         if _reaped(pid):
             return ""
-        below = sandbox.descendants(pid)
+        below = [p for p in sandbox.descendants(os.getpid()) if p != pid]  # detached ones come back here too
         if below:
             used = sum(sandbox.private_mb(p) for p in below)
             if used > job["memory_mb"]:
