@@ -22,10 +22,6 @@ IMPORT_SEARCH = {  # notebook 06's three exercises, three more spellings of "imp
                      "    return helper_utils.reference.find_closest(embeddings, query_embedding, k)\n"),
 }
 
-SUBCLASS_BLOCK = ("import helper_utils.reference as _kit\n\n"
-                  "class InvertedResidualBlock(_kit.InvertedResidualBlock):\n"
-                  "    pass\n")
-
 PATCH_GRADE = """\
 import unittests.framework as _framework
 import unittests.inverted_residual_block as _grader

@@ -148,8 +148,6 @@ def _make_hostile(subs: Path, root: Path, port: int) -> None:
     for name, source in hostile.IMPORT_SEARCH.items():
         _exercise_is(search, name, source)
     _write(subs / "hostile-import", S, search)
-    _write(subs / "hostile-subclass", B, _exercise_is(_notebook("solution", B), "InvertedResidualBlock",
-                                                      hostile.SUBCLASS_BLOCK))
     _write(subs / "hostile-patcher", B, _exercise_is(_notebook("solution", B), "InvertedResidualBlock",
                                                      hostile.PATCH_GRADE))
     search = _notebook("solution", S)
@@ -165,14 +163,12 @@ def _make_hostile(subs: Path, root: Path, port: int) -> None:
     (subs / "hostile-reader" / f"{B}.ipynb").symlink_to(secret)
     _write(subs / "hostile-reader", S, _exercise_is(solution_s, "get_query_img_embedding",
                                                     hostile.probe(str(secret), port, str(ROOT))))
-    _write(subs / "hostile-flood", B, _prepend_to_exercise(_notebook("solution", B), "InvertedResidualBlock",
-                                                           hostile.flood()))
     (subs / "hostile-sparse").mkdir(parents=True)
     _write(subs / "hostile-sparse", B, _notebook("solution", B))
     with open(subs / "hostile-sparse" / "big.bin", "wb") as f:
         f.truncate(2 * 2**30)  # 2 GB that take no disk
-    odd = subs / '=HYPERLINK("evil.example","click")'
-    _write(odd, B, _notebook("solution", B))
+    odd = subs / '=HYPERLINK("evil.example","click")'  # and it floods its output past the kernel's cap
+    _write(odd, B, _prepend_to_exercise(_notebook("solution", B), "InvertedResidualBlock", hostile.flood()))
     (odd / os.fsdecode(b"caf\xe9 \xff.txt")).write_text("odd file name")
     (odd / ("n" * 240 + ".txt")).write_text("long file name")
     for name in (os.fsdecode(b"l\xe9arner-\xff"), "L" * 250):  # not UTF-8; as long as a name can be
@@ -302,7 +298,7 @@ def test_submissions_and_the_kit_are_left_untouched(graded):
 
 
 def test_a_small_class_is_graded_quickly(graded):
-    # 12 honest learners and 13 hostile ones, 2 notebooks, one endless loop held for one cell limit (10 s).
+    # 12 honest learners and 11 hostile ones, 2 notebooks, one endless loop held for one cell limit (10 s).
     assert graded["seconds"] < 240, f"{graded['seconds']:.0f} s"
 
 
@@ -315,11 +311,10 @@ def _notes(graded, learner: str) -> dict:
 
 
 def test_importing_the_kits_answer_is_rejected_in_any_spelling(graded):
-    for learner in ("hostile-import", "hostile-subclass"):
-        status = _status(graded, learner)
-        assert status[(B, "InvertedResidualBlock")] == "rejected", learner
-        assert "kit's own answer" in _notes(graded, learner)[(B, "InvertedResidualBlock")]
+    # a subclass of it, or its methods in a class of one's own: tests/grading/test_recorder.py
     status = _status(graded, "hostile-import")
+    assert status[(B, "InvertedResidualBlock")] == "rejected"
+    assert "kit's own answer" in _notes(graded, "hostile-import")[(B, "InvertedResidualBlock")]
     assert {status[(S, e)] for e in hostile.IMPORT_SEARCH} == {"rejected"}
     assert sum(_points(graded, "hostile-import").values()) == 0
 
@@ -358,7 +353,7 @@ def test_nothing_from_outside_a_submission_reaches_its_feedback(graded):
 
 
 def test_a_flood_past_the_kernels_cap_costs_the_grader_nothing(graded):
-    assert _status(graded, "hostile-flood")[(B, "InvertedResidualBlock")] == "ok"
+    assert _status(graded, '\'=HYPERLINK("evil.example","click")')[(B, "InvertedResidualBlock")] == "ok"
     assert graded["memory_growth_mb"] < 300, f"the grader grew by {graded['memory_growth_mb']:.0f} MB"
 
 
@@ -513,12 +508,10 @@ def test_a_killed_kernel_starter_is_restarted_and_its_notebooks_regraded(tmp_pat
     subs = tmp_path / "submissions"
     _write(subs / "a-killer", B, _prepend_to_exercise(_notebook("solution", B), "InvertedResidualBlock",
                                                       hostile.KILL_STARTER))
-    for name in ("b-solution", "c-solution"):
-        _write(subs / name, B, _notebook("solution", B))
+    _write(subs / "b-solution", B, _notebook("solution", B))
     settings = grader_cli.Settings(notebook_timeout_s=120, jobs=1, sandbox=False)
     results = grader_cli.grade_submissions(subs, tmp_path / "out" / "grades.csv", [B], settings=settings)
-    assert {r.learner: r.status for r in results if r.learner != "a-killer"} == {"b-solution": "ok",
-                                                                                 "c-solution": "ok"}
+    assert {r.learner: r.status for r in results if r.learner != "a-killer"} == {"b-solution": "ok"}
 
 
 def test_isolation_is_said_for_every_system(monkeypatch):

@@ -22,7 +22,8 @@ def _inside(view: sandbox.View, check) -> dict:
     if pid == 0:  # pragma: no cover - the child
         os.close(read)
         try:
-            sandbox.enter_user_and_pid_namespaces()
+            sandbox.enter_user_namespace()
+            sandbox.enter_pid_namespace()
             inner = os.fork()
             if inner == 0:
                 sandbox.enter_view(view)

@@ -29,7 +29,7 @@ import signal
 import socket
 import sys
 
-JOB_ENV = "FASHION_GRADE_JOB"  # as warden.JOB_ENV; the proxy imports nothing from the kit
+JOB_ENV = "FASHION_GRADE_JOB"  # the grader's job for one kernel (JSON); never passed on to the kernel
 
 
 def _die_with_the_grader() -> None:

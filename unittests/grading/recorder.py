@@ -76,7 +76,7 @@ def _make_hook(secret: list, fd: int, trusted: tuple[str, ...]) -> Callable:
     _proc_device = os.stat("/proc").st_dev if os.path.isdir("/proc") else -1
     _dev_mem = os.makedev(1, 1) if hasattr(os, "makedev") else -1  # /dev/mem
     _encode, _translate, _join, _starts, _ends = str.encode, str.translate, str.join, str.startswith, str.endswith
-    _bstarts, _bends = bytes.startswith, bytes.endswith
+    _bends = bytes.endswith
     _dict_get, _dict_items, _append = dict.get, dict.items, list.append
     _mro = type.__dict__["__mro__"].__get__
     _class_dict = type.__dict__["__dict__"].__get__
@@ -84,8 +84,8 @@ def _make_hook(secret: list, fd: int, trusted: tuple[str, ...]) -> Callable:
     _class_name = type.__dict__["__qualname__"].__get__
     _proxy_values, _proxy_get, _proxy_items = type(type.__dict__).values, type(type.__dict__).get, \
         type(type.__dict__).items
-    _FunctionType, _MethodType, _ModuleType, _CodeType, _Builtin = types.FunctionType, types.MethodType, \
-        types.ModuleType, types.CodeType, types.BuiltinFunctionType
+    _FunctionType, _MethodType, _ModuleType, _Builtin = types.FunctionType, types.MethodType, types.ModuleType, \
+        types.BuiltinFunctionType
     _func_code = _FunctionType.__dict__["__code__"].__get__
     _func_module = _FunctionType.__dict__["__module__"].__get__
     _func_name = _FunctionType.__dict__["__qualname__"].__get__

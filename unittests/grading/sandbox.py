@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["View", "probe", "enter_user_and_pid_namespaces", "enter_view", "drop_privileges", "harden",
+__all__ = ["View", "probe", "enter_user_namespace", "enter_pid_namespace", "enter_view", "drop_privileges", "harden",
            "undumpable", "become_subreaper", "children", "descendants", "private_mb", "kill_descendants", "tree_disk_mb"]
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
@@ -112,17 +112,23 @@ def _prctl(option: int, value: int) -> None:
 # Entering the namespaces
 # ---------------------------------------------------------------------------------------
 
-def enter_user_and_pid_namespaces() -> None:
-    """Make this (single-threaded) process root of a new user namespace; its next child starts a PID namespace.
-
-    The process itself stays in the PID namespace it was in, so it can watch and kill the
-    kernel from outside.
-    """
+def enter_user_namespace() -> None:
+    """Make this process root of a new user namespace (it must have one thread: call it before imports)."""
     uid, gid = os.getuid(), os.getgid()
-    _check(_libc().unshare(CLONE_NEWUSER | CLONE_NEWPID), "unshare (user and PID namespaces)")
+    _check(_libc().unshare(CLONE_NEWUSER), "unshare (user namespace)")
     Path("/proc/self/setgroups").write_text("deny")
     Path("/proc/self/uid_map").write_text(f"0 {uid} 1")
     Path("/proc/self/gid_map").write_text(f"0 {gid} 1")
+
+
+def enter_pid_namespace() -> None:
+    """Make the next child of this process the first process of a new PID namespace.
+
+    This process stays in the one it was in, so it can watch and kill the kernel from outside.
+    Call it right before that fork: a child forked before (an import running a program) would
+    become process 1 instead, and its end would end the namespace.
+    """
+    _check(_libc().unshare(CLONE_NEWPID), "unshare (PID namespace)")
 
 
 def _bind(source: str, target: str, readonly: bool) -> None:
@@ -273,7 +279,8 @@ def probe() -> str:
             os.close(read)
             code = 0
             try:
-                enter_user_and_pid_namespaces()
+                enter_user_namespace()
+                enter_pid_namespace()
                 grandchild = os.fork()
                 if grandchild == 0:
                     try:

@@ -3,8 +3,9 @@
 For each notebook the kernel starter (:mod:`unittests.grading.forkkernel`) forks a warden. It
 never runs learner code. It
 
-1. writes the channel's key (:mod:`unittests.grading.channel`) and enters a new user and PID
-   namespace (:mod:`unittests.grading.sandbox`; without them it only becomes a subreaper);
+1. enters a new user namespace (:mod:`unittests.grading.sandbox`; without one it is only a
+   subreaper), imports the kit, writes the channel's key (:mod:`unittests.grading.channel`) and
+   makes its next child the first process of a new PID namespace;
 2. forks the kernel, which enters its sandbox, hardens itself (dies with the warden, cannot be
    read by its own children, writes no file over the disk limit), drops every capability, gives
    the key to the recorder's audit hook and becomes an IPython kernel;
@@ -25,14 +26,14 @@ import select
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import NoReturn
 
 from unittests.grading import channel, sandbox
 
-__all__ = ["JOB_ENV", "PRELOAD", "preload", "run", "run_direct", "view_for"]
+__all__ = ["PRELOAD", "preload", "trusted_folders", "view_for", "run", "run_direct"]
 
-JOB_ENV = "FASHION_GRADE_JOB"  # the job (JSON): paths, limits, sandbox or not; never passed on to the kernel
 PRELOAD = (  # what the notebooks' set-up cells import, imported once before any kernel forks
     "numpy", "torch", "torchvision", "PIL.Image", "sklearn.metrics", "sklearn.decomposition", "sklearn.manifold",
     "torchinfo", "matplotlib.pyplot", "helper_utils", "helper_utils.plotting", "helper_utils.recipes",
@@ -106,28 +107,28 @@ def run(job: dict, kernel_args: list[str], env: dict, fd: int, launcher: socket.
     """Be the warden of one kernel (in a freshly forked process); exits when it is over, never returns.
 
     Args:
-        job: the grader's job (``JOB_ENV``).
+        job: the grader's job for this kernel (``forkkernel.JOB_ENV``): paths, limits, sandbox or not.
         kernel_args: ipykernel's arguments (``-f CONNECTION_FILE``).
         env: the kernel's environment.
         fd: the channel (the pipe to the grader).
         launcher: the connection to the process the grader launched; it closing means stop.
     """
     code = 1
+    secret = [os.urandom(32)]  # the channel's key; the kernel's hook takes its own copy out of this list
     try:
+        _write_all(fd, channel.key_line(secret[0]))
         os.setsid()  # out of the launcher's process group: the grader's kill of that group is for the launcher
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)
         sandbox.become_subreaper()
-        preload()
-        key = os.urandom(32)
-        _write_all(fd, channel.key_line(key))
-        if job["sandbox"]:
-            sandbox.enter_user_and_pid_namespaces()
+        if job["sandbox"]:  # first: a new user namespace needs a single thread, and an import may start one
+            sandbox.enter_user_namespace()
         sandbox.undumpable()  # its memory holds the key (after the namespace: it writes its own uid_map first)
-        secret = [key]
-        del key
+        preload()
         warden = os.getpid()
+        if job["sandbox"]:
+            sandbox.enter_pid_namespace()
         pid = os.fork()
         if pid == 0:
             _kernel(job, kernel_args, env, fd, secret, warden)
@@ -136,6 +137,12 @@ def run(job: dict, kernel_args: list[str], env: dict, fd: int, launcher: socket.
         _end(pid)
         _write_all(fd, channel.signed_line(secret[0], {"kind": "ended", "killed": why}))
         code = 0
+    except BaseException as e:  # the grader shows it as the notebook's note
+        message = {"kind": "error", "what": f"the kernel could not start: {type(e).__name__}: {e}"[:300]}
+        try:
+            _write_all(fd, channel.signed_line(secret[0], message))
+        except OSError:
+            pass
     finally:
         os._exit(code)
 
@@ -155,17 +162,11 @@ def _watch(pid: int, job: dict, launcher: socket.socket) -> str:
             if used > job["memory_mb"]:
                 return (f"the processes the notebook started used {used:.0f} MB of memory together, "
                         f"more than the {job['memory_mb']} MB allowed")
-        if not job["sandbox"] and _monotonic() >= next_disk_check:  # in the sandbox a tmpfs bounds it
-            next_disk_check = _monotonic() + DISK_POLL_S
+        if not job["sandbox"] and time.monotonic() >= next_disk_check:  # in the sandbox a tmpfs bounds it
+            next_disk_check = time.monotonic() + DISK_POLL_S
             used = sandbox.tree_disk_mb(scratch)
             if used > job["disk_mb"]:
                 return f"the notebook wrote more than the {job['disk_mb']} MB of files allowed"
-
-
-def _monotonic() -> float:
-    import time
-
-    return time.monotonic()
 
 
 def _reaped(pid: int) -> bool:
@@ -282,10 +283,3 @@ def run_direct(job: dict, kernel_args: list[str], env: dict, fd: int) -> NoRetur
     app.initialize(kernel_args)
     app.start()
     os._exit(0)
-
-
-def request_from_environment(kernel_args: list[str]) -> tuple[dict, list[str], dict]:
-    """The job, ipykernel's arguments and the kernel's environment, from the launcher's environment."""
-    job = json.loads(os.environ[JOB_ENV])
-    env = {k: v for k, v in os.environ.items() if k not in (JOB_ENV, "JPY_PARENT_PID")}
-    return job, kernel_args, env
