@@ -4,7 +4,8 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
-# STAMP: the course, what `make lab` needs; DEV_STAMP: + the going-further stack and the test tools (`make test`)
+# STAMP: the course and JupyterLab, what `make lab` needs; DEV_STAMP: + the grader, the going-further stack and the
+# test tools (`make test`)
 STAMP  := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 LAB_PORT ?= 8888
@@ -12,15 +13,16 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)  # containers often r
 # nbval executes each notebook once; tools.course_report prints the numbers they printed, per notebook, at the end
 NBVAL_FLAGS := -p tools.course_report --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=1200 -p no:cacheprovider --durations=10
 
-.PHONY: help setup going-further data dev-data lab test test-fast test-notebooks test-browser release grade grade-args bench bench-scale bench-pipeline bench-siamese bench-course export-onnx serve loadtest
+.PHONY: help setup going-further data dev-data lab test test-fast test-notebooks test-browser release fork fork-args grade grade-args bench bench-scale bench-pipeline bench-siamese bench-course export-onnx serve loadtest
 
 help:
 	@echo "make lab        set up .venv, fetch the data, start JupyterLab on notebooks/"
 	@echo "make test       set up .venv, fetch the data, run the whole test suite (nbval included)"
 	@echo "make test-fast  the fast unit tests only"
-	@echo "make test-browser  notebook 06's search widget in JupyterLab + headless Chromium (screenshot in artifacts/browser/)"
+	@echo "make test-browser  JupyterLab in headless Chromium: notebook 06's widget, an unfinished exercise, reopened bars (screenshots in artifacts/browser/)"
 	@echo "make grade SUBMISSIONS=path  grade a class's notebooks: grades.csv and feedback/ (docs/INSTRUCTORS.md)"
 	@echo "make release    regenerate the learner notebooks and helper_utils/reference/ from notebooks/solutions/"
+	@echo "make fork ORG=owner [TAG=name]  point the Colab cells and README links at your fork (docs/INSTRUCTORS.md)"
 	@echo "make going-further  install what notebooks 09-10 need (FAISS, ONNX, FastAPI)"
 	@echo "make bench      train the tutorial, core and going-further recipes (3 seeds), rewrite the README table"
 	@echo "make bench-scale  exact vs FAISS search on 1M synthetic embeddings (docs/results/scale.md, ~6 min)"
@@ -37,7 +39,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[lab]'
 	touch $@
 
 $(DEV_STAMP): pyproject.toml $(STAMP)
@@ -75,6 +77,14 @@ test-notebooks: dev-data
 release: $(DEV_STAMP)
 	$(BIN)/python -m tools.release --clean
 	$(BIN)/python -m tools.release
+
+# Instructors: point every Colab cell, the README's Colab and Binder links and the grading image at a fork.
+# ORG is the fork's GitHub owner (owner/name if renamed); TAG a release tag of its own (default <owner>-v<version>).
+fork-args:
+	@test -n "$(ORG)" || { echo "usage: make fork ORG=your-github-owner [TAG=your-release-tag]"; exit 2; }
+
+fork: fork-args $(DEV_STAMP)
+	$(BIN)/python -m tools.fork --org "$(ORG)" $(if $(TAG),--tag "$(TAG)")
 
 # Instructors: one folder per learner in SUBMISSIONS; writes $(GRADES) and feedback/<learner>.md beside it.
 # GRADE_ARGS passes options on, e.g. GRADE_ARGS="--shard 2/4" or "--notebooks 02_inverted_residual_block".

@@ -17,13 +17,13 @@ Names are imported on first use (PEP 562): ``import helper_utils`` stays fast, a
 from importlib import import_module
 
 _EXPORTS = {
+    "helper_utils.checkpoints": ["load_checkpoint", "save_checkpoint"],
     "helper_utils.data": ["CLASSES_7", "CLASSES_10", "ClothingDataset", "DatasetNotFoundError", "FetchError",
                           "data_root", "dataset_dir", "fetch", "make_loader"],
     "helper_utils.device": ["get_device", "machine_description", "seed_everything"],
     "helper_utils.paths": ["checkpoint_dir"],
     "helper_utils.retrieval": ["knn", "l2_normalize", "retrieval_metrics"],
-    "helper_utils.training": ["count_parameters", "evaluate", "load_checkpoint", "predict", "save_checkpoint",
-                              "train_classifier", "train_siamese"],
+    "helper_utils.training": ["count_parameters", "evaluate", "predict", "train_classifier", "train_siamese"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 _REFERENCE = "helper_utils.reference"  # every name in its __all__: the exercises' answers

@@ -46,11 +46,11 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from helper_utils import paths
 from helper_utils.files import atomic_path, sha256_file
 from helper_utils.images import decode_image
+from helper_utils.progress import tqdm
 
 __all__ = [
     "CLASSES_7",

@@ -16,7 +16,7 @@ from torch import nn
 from helper_utils.reference import SiameseEncoder
 from helper_utils.retrieval import l2_normalize
 
-__all__ = ["ProjectedEncoder", "embedding_dim", "encoder_for", "encoder_from_state_dict"]
+__all__ = ["ProjectedEncoder", "embedding_dim", "encoder_for"]
 
 
 class ProjectedEncoder(nn.Module):
@@ -54,16 +54,9 @@ def encoder_for(state_dict: dict, backbone: nn.Module) -> nn.Module:
     A state dict with a 2-D ``projection.weight`` was saved from a :class:`ProjectedEncoder`;
     any other (an encoder of an older kit, or a recipe with ``head="none"``) from a plain
     ``SiameseEncoder``. Loading weights that fit neither is left to ``load_state_dict``, which
-    says what does not fit.
+    says what does not fit (:func:`helper_utils.checkpoints.load_encoder` turns that into a reason).
     """
     projection = state_dict.get("projection.weight")
     if isinstance(projection, torch.Tensor) and projection.ndim == 2:
         return ProjectedEncoder(SiameseEncoder(backbone), dim=projection.shape[0])
     return SiameseEncoder(backbone)
-
-
-def encoder_from_state_dict(state_dict: dict, backbone: nn.Module) -> nn.Module:
-    """:func:`encoder_for` with the weights loaded (``load_state_dict``'s ``RuntimeError`` if they do not fit)."""
-    encoder = encoder_for(state_dict, backbone)
-    encoder.load_state_dict(state_dict)
-    return encoder

@@ -15,16 +15,18 @@ from helper_utils.reference import batch_hard_triplet_loss as _reference_batch_h
 from helper_utils.reference import pairwise_distances  # notebook 05's answer: exact zeros, finite gradients
 from helper_utils.retrieval import l2_normalize
 
-__all__ = ["batch_hard_triplet_loss", "semi_hard_triplet_loss", "MinedTripletLoss"]
+__all__ = ["hard_triplet_loss", "semi_hard_triplet_loss", "MinedTripletLoss"]
 
 
-def batch_hard_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: float = 0.2,
-                            normalize: bool = True) -> torch.Tensor:
-    """Notebook 05's batch-hard loss (its reference answer), as the kit trains with it.
+def hard_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: float = 0.2,
+                      normalize: bool = True) -> torch.Tensor:
+    """Notebook 05's batch-hard loss (its reference answer), as the kit trains with it: ``mining="hard"``.
 
     For each anchor: its farthest positive and its nearest negative in the batch (Hermans et al.,
-    2017). The maths is the notebook's; this adds the L2 normalisation and a zero loss for a batch
-    where no anchor has both a positive and a negative (the notebook's answer gives NaN there).
+    2017). The maths is the notebook's ``batch_hard_triplet_loss``; this adds the L2 normalisation
+    and a zero loss for a batch where no anchor has both a positive and a negative (the notebook's
+    answer gives NaN there). Its own name keeps it apart from the exercise's answer, which
+    ``helper_utils.batch_hard_triplet_loss`` is.
 
     Args:
         embeddings: ``(B, D)``.
@@ -74,7 +76,7 @@ def semi_hard_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margi
     return F.relu(distances - chosen + margin)[valid].mean()
 
 
-_MINERS = {"hard": batch_hard_triplet_loss, "semihard": semi_hard_triplet_loss}
+_MINERS = {"hard": hard_triplet_loss, "semihard": semi_hard_triplet_loss}
 
 
 class MinedTripletLoss(torch.nn.Module):

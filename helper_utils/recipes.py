@@ -1,10 +1,12 @@
 """The kit's training recipes, as dataclasses with a reason for every value, and the functions that run them.
 
-Notebook 03 shows the classifier recipe step by step; notebooks 05 and 06 call
-:func:`load_or_train_backbone` / :func:`load_or_train_encoder`, which load the checkpoint an
-earlier notebook wrote or train one here, and say which they did. Before they train, they
-print a line saying so and about how long it takes, so a learner who opens a later notebook
-first is not left watching a progress bar they did not expect.
+Notebook 03 shows the classifier recipe step by step. Later notebooks call
+:func:`load_or_train_backbone`, :func:`load_or_train_classifier` and :func:`load_or_train_encoder`,
+which load the checkpoint an earlier notebook wrote or, when there is no usable one (missing, or
+refused by :mod:`helper_utils.checkpoints`: a stopped run, an older kit's encoder, a corrupt
+file), train one here, and say which they did and why. Before they train, they print a line
+saying so and about how long it takes, so a learner who opens a later notebook first is not left
+watching a progress bar they did not expect.
 """
 
 from __future__ import annotations
@@ -16,21 +18,22 @@ import torch
 from torch import nn
 
 from helper_utils.augment import BatchAugment
+from helper_utils.checkpoints import (BACKBONE_FILE, CLASSIFIER_FILE, ENCODER_FILE, CheckpointError, load_backbone,
+                                      load_classifier, load_encoder, save_model)
 from helper_utils.data import ClothingDataset
 from helper_utils.device import get_device, seed_everything
-from helper_utils.embedding import ProjectedEncoder, embedding_dim, encoder_from_state_dict
+from helper_utils.embedding import ProjectedEncoder, embedding_dim
 from helper_utils.loaders import ClassBalancedLoader, TensorLoader
 from helper_utils.losses import MinedTripletLoss
-from helper_utils.reference import (MobileNetBackbone, MobileNetLikeClassifier, SiameseEncoder, compute_class_weights,
-                                    get_embeddings)
+from helper_utils.reference import MobileNetLikeClassifier, SiameseEncoder, compute_class_weights, get_embeddings
 from helper_utils.retrieval import retrieval_metrics
-from helper_utils.training import (KIT_VERSION, checkpoint_dir, describe_partial, finish_checkpoint,
-                                   save_checkpoint, train_classifier, train_siamese)
+from helper_utils.training import checkpoint_dir, train_classifier, train_siamese
 
-# What the learner reads before a fallback training starts. The times are those of notebooks 03 and 05
-# on the README's 2-core CPU (226 s for the classifier's 120 epochs, 22 s for the encoder's 10).
-TRAINING_CLASSIFIER_NOTICE = ("No checkpoint from notebook 03: training the classifier here first "
-                              "(about 4 minutes on a laptop CPU)")
+# What the learner reads before a fallback training starts: the rough times of notebooks 03 and 05 on a
+# laptop CPU (the measured ones are on the results page, docs/results/README.md). How long the classifier
+# takes depends on the machine: train_classifier prints this machine's estimate after the first epoch.
+CLASSIFIER_TIME = "a few minutes on a laptop CPU; after the first epoch it says how long here"
+TRAINING_CLASSIFIER_NOTICE = f"No checkpoint from notebook 03: training the classifier here first ({CLASSIFIER_TIME})"
 TRAINING_ENCODER_NOTICE = ("No encoder from notebook 05: fine-tuning one here "
                            "(under a minute on a laptop CPU once the backbone is there)")
 
@@ -38,12 +41,11 @@ __all__ = [
     "ClassifierRecipe",
     "SiameseRecipe",
     "TutorialRecipe",
-    "classifier_training_setup",
     "fit_classifier",
     "load_or_train_backbone",
+    "load_or_train_classifier",
     "fit_siamese",
     "load_or_train_encoder",
-    "load_encoder",
     "embedding_metrics",
 ]
 
@@ -65,11 +67,11 @@ class ClassifierRecipe:
     """How the kit trains the 32.6k-parameter classifier from scratch on a laptop CPU.
 
     Found by a sweep over learning rate, weight decay, schedule, augmentation strength,
-    label smoothing, class weights and EMA on a GPU (3-4 seeds each), then confirmed on a
-    2-core CPU; see the README's results.
+    label smoothing, class weights and EMA on a GPU over several seeds, then confirmed on a
+    2-core CPU; the measured results are on the results page (docs/results/README.md).
     """
 
-    epochs: int = 120  # about 2 s an epoch on a 2-core CPU: the run stays near 4-5 minutes
+    epochs: int = 120  # long enough for the one-cycle schedule to pay off, short enough for minutes on a CPU
     batch_size: int = 64  # small batches: more steps per epoch, and a regularising noise
     max_lr: float = 2e-2  # peak of the one-cycle schedule; high, because the model is tiny and BN-normalised
     pct_start: float = 0.25  # a quarter of the steps warm up, the rest anneal
@@ -101,7 +103,7 @@ class ClassifierRecipe:
 class SiameseRecipe:
     """How the kit fine-tunes the backbone into an embedding for visual search."""
 
-    epochs: int = 10  # the backbone is already trained: a short fine-tune, under a minute on a CPU
+    epochs: int = 10  # the backbone is already trained: a short fine-tune
     classes_per_batch: int = 7  # P: every class in every batch
     samples_per_class: int = 16  # K: many positives and negatives per anchor to mine from
     lr: float = 3e-4  # small: the backbone is already good, don't wreck it
@@ -139,7 +141,7 @@ class SiameseRecipe:
             cycle_momentum=False)
 
 
-def classifier_training_setup(model: nn.Module, train: ClothingDataset, recipe: ClassifierRecipe):
+def _classifier_training_setup(model: nn.Module, train: ClothingDataset, recipe: ClassifierRecipe):
     """Loader, optimizer, one-cycle scheduler and weighted, smoothed loss for ``recipe``."""
     loader = TensorLoader.from_dataset(train, batch_size=recipe.batch_size, shuffle=True, drop_last=True,
                                        augment=recipe.make_augment(), seed=recipe.seed)
@@ -152,10 +154,13 @@ def classifier_training_setup(model: nn.Module, train: ClothingDataset, recipe: 
 
 def fit_classifier(recipe: ClassifierRecipe | None = None, model: nn.Module | None = None, device=None,
                    progress: bool = True, save_dir: Path | None = None):
-    """Train a classifier with ``recipe``; saves the best checkpoint and backbone under ``save_dir``.
+    """Train a classifier with ``recipe``; saves the best epoch's classifier and backbone under ``save_dir``.
+
+    The two files say which recipe made them and are marked finished once the last epoch ends
+    (:class:`helper_utils.checkpoints.BestEpochFiles`).
 
     Returns:
-        ``(model, history)``.
+        ``(model, history)``: the model as the last epoch left it; the best epoch is in the files.
     """
     recipe = recipe or ClassifierRecipe()
     device = device or get_device()
@@ -164,58 +169,67 @@ def fit_classifier(recipe: ClassifierRecipe | None = None, model: nn.Module | No
     if model is None:
         model = MobileNetLikeClassifier(len(train.classes))
     model = model.to(device, memory_format=torch.channels_last)
-    loader, optimizer, scheduler, loss_fn = classifier_training_setup(model, train, recipe)
-    save_dir = Path(save_dir) if save_dir is not None else checkpoint_dir()
+    loader, optimizer, scheduler, loss_fn = _classifier_training_setup(model, train, recipe)
+    save_dir = _folder(save_dir)
     history = train_classifier(
         model, loader, TensorLoader.from_dataset(val, batch_size=256), epochs=recipe.epochs,
         optimizer=optimizer, loss_fn=loss_fn.to(device), device=device, scheduler=scheduler,
-        checkpoint_path=save_dir / "classifier_best.pt",
-        backbone_path=save_dir / "backbone_best.pt", progress=progress)
+        checkpoint_path=save_dir / CLASSIFIER_FILE, backbone_path=save_dir / BACKBONE_FILE,
+        checkpoint_info={"recipe": asdict(recipe), "made_by": "helper_utils.recipes.fit_classifier"},
+        progress=progress)
     history["recipe"] = asdict(recipe)
-    for name in ("classifier_best.pt", "backbone_best.pt"):  # say what made them, now that the run finished
-        if (save_dir / name).exists():
-            finish_checkpoint(save_dir / name, recipe=asdict(recipe), made_by="helper_utils.recipes.fit_classifier")
     return model, history
 
 
 def load_or_train_backbone(device=None, save_dir: Path | None = None, progress: bool = True,
                            recipe: ClassifierRecipe | None = None):
-    """The backbone notebook 03 trained, or one trained here with ``recipe`` when there is none.
+    """The backbone notebook 03 trained, or one trained here with ``recipe`` when there is no usable one.
 
     Returns:
-        ``(backbone, message)``: the message says which it was.
+        ``(backbone, message)``: the backbone of the best epoch, and a message that says where it
+        came from, which epoch it is and its validation accuracy.
     """
+    return _load_or_train_notebook_03("backbone", load_backbone, BACKBONE_FILE, device, save_dir, progress, recipe)
+
+
+def load_or_train_classifier(device=None, save_dir: Path | None = None, progress: bool = True,
+                             recipe: ClassifierRecipe | None = None):
+    """The classifier notebook 03 trained, or one trained here with ``recipe`` when there is no usable one.
+
+    Returns:
+        ``(classifier, message)``: the classifier of the best epoch in eval mode, and a message
+        that says where it came from, which epoch it is and its validation accuracy.
+    """
+    return _load_or_train_notebook_03("classifier", load_classifier, CLASSIFIER_FILE, device, save_dir, progress,
+                                      recipe)
+
+
+def _load_or_train_notebook_03(what, load, file_name, device, save_dir, progress, recipe):
+    """Load ``what`` with ``load``; else say why, train notebook 03's classifier, and load what that saved."""
     device = device or get_device()
-    path = (Path(save_dir) if save_dir is not None else checkpoint_dir()) / "backbone_best.pt"
-    backbone = MobileNetBackbone()
-    meta = _read_checkpoint(path)
-    partial = _partial_run(meta)
-    if meta is not None and partial is None:
-        backbone.load_state_dict(meta["state_dict"])
-        older = "" if meta.get("finished") else "; saved by an older kit, which did not record whether its run finished"
-        return backbone.to(device), (f"Loaded the backbone trained in notebook 03 from {path.name} "
-                                     f"(epoch {meta['epoch']}, validation accuracy {meta['val_acc']:.1%}{older}).")
-    notice = TRAINING_CLASSIFIER_NOTICE if partial is None else (
-        f"The checkpoint from notebook 03 is from a run that {partial}: training the classifier again here "
-        "(about 4 minutes on a laptop CPU)")
-    print(notice, flush=True)  # before the bars: say what is about to take minutes
-    model, history = fit_classifier(recipe, device=device, progress=progress, save_dir=save_dir)
-    why = (f"The checkpoint at {path} is from a run that {partial}, not a finished one: retrained from the start"
-           if partial else f"No checkpoint at {path}: trained a classifier here instead")
-    return model.backbone, (f"{why} (best validation accuracy {history['best_val_acc']:.1%}) and saved its backbone.")
+    path = _folder(save_dir) / file_name
+    try:
+        model, checkpoint = load(path, device=device)
+        return model, f"Loaded the {what} trained in notebook 03 from {path.name} ({checkpoint.describe()})."
+    except CheckpointError as error:
+        refused = error
+    missing = refused.reason == "missing"
+    print(TRAINING_CLASSIFIER_NOTICE if missing else f"The checkpoint from notebook 03 {refused.why}: training the "
+          f"classifier again here ({CLASSIFIER_TIME})", flush=True)  # before the bars
+    fit_classifier(recipe, device=device, progress=progress, save_dir=save_dir)
+    model, checkpoint = load(path, device=device)  # the best epoch, as saved: what the message reports
+    done = "trained a classifier here instead" if missing else "retrained from the start"
+    saved = "saved its backbone" if what == "backbone" else "saved it"
+    return model, f"{_refusal(refused, what)}: {done} ({checkpoint.describe()}) and {saved}."
 
 
-def _read_checkpoint(path: Path) -> dict | None:
-    """The checkpoint saved at ``path`` (weights and what it says about its run), read once; ``None`` if absent."""
-    return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+def _refusal(error: CheckpointError, what: str) -> str:
+    """Why a checkpoint was not loaded, as the start of a sentence."""
+    return f"No checkpoint at {error.path}" if error.reason == "missing" else f"The {what} at {error.path} {error.why}"
 
 
-def _partial_run(checkpoint: dict | None) -> str | None:
-    """How the run that saved ``checkpoint`` stopped (e.g. "stopped after epoch 82 of 120"), ``None`` if it finished.
-
-    A checkpoint of an older kit says nothing either way; it is taken as finished (``None``), as is no checkpoint.
-    """
-    return describe_partial(checkpoint) if checkpoint is not None and checkpoint.get("finished") is False else None
+def _folder(save_dir: Path | None) -> Path:
+    return Path(save_dir) if save_dir is not None else checkpoint_dir()
 
 
 def embedding_metrics(encoder: nn.Module, dataset, device, ks=(1, 5)) -> dict[str, float]:
@@ -248,46 +262,34 @@ def fit_siamese(backbone: nn.Module, recipe: SiameseRecipe | None = None, device
                             loss_fn=MinedTripletLoss(recipe.margin, recipe.mining), device=device, scheduler=scheduler,
                             eval_fn=eval_fn, progress=progress)
     encoder.eval()
-    save_dir = Path(save_dir) if save_dir is not None else checkpoint_dir()
-    save_checkpoint({"state_dict": encoder.state_dict(), "recipe": asdict(recipe), "finished": True,
-                     "epochs_done": recipe.epochs, "epochs_planned": recipe.epochs,
-                     "made_by": "helper_utils.recipes.fit_siamese", "kit_version": KIT_VERSION},
-                    save_dir / "encoder_best.pt")  # written once, after the last epoch: always a finished run
+    save_model(encoder, _folder(save_dir) / ENCODER_FILE, recipe=asdict(recipe), finished=True,
+               epochs_done=recipe.epochs, epochs_planned=recipe.epochs,
+               made_by="helper_utils.recipes.fit_siamese")  # written once, after the last epoch: a finished run
     return encoder, history
 
 
 def load_or_train_encoder(device=None, save_dir: Path | None = None, progress: bool = True,
                           classifier_recipe: ClassifierRecipe | None = None,
                           siamese_recipe: SiameseRecipe | None = None):
-    """The encoder notebook 05 trained, or a fresh one (backbone from notebook 03 or trained here).
+    """The encoder notebook 05 trained, or one fine-tuned here (backbone from notebook 03 or trained here).
+
+    Notebooks 06-10 expect notebook 05's projection head: an encoder without one is replaced.
 
     Returns:
-        ``(encoder, message)``.
+        ``(encoder, message)``: the encoder in eval mode, and a message that says where it came from.
     """
     device = device or get_device()
-    path = (Path(save_dir) if save_dir is not None else checkpoint_dir()) / "encoder_best.pt"
-    checkpoint = _read_checkpoint(path)
-    partial = _partial_run(checkpoint)
-    headless = checkpoint is not None and partial is None and "projection.weight" not in checkpoint["state_dict"]
-    if checkpoint is not None and partial is None and not headless:
-        encoder = encoder_from_state_dict(checkpoint["state_dict"], MobileNetBackbone()).to(device)
-        return encoder.eval(), f"Loaded the encoder trained in notebook 05 from {path.name}."
+    path = _folder(save_dir) / ENCODER_FILE
+    try:
+        encoder, _ = load_encoder(path, device=device, require_head=True)
+        return encoder, f"Loaded the encoder trained in notebook 05 from {path.name}."
+    except CheckpointError as error:
+        refused = error
     print(TRAINING_ENCODER_NOTICE, flush=True)
     backbone, message = load_or_train_backbone(device, save_dir, progress, classifier_recipe)
     encoder, _ = fit_siamese(backbone, siamese_recipe, device=device, progress=progress, save_dir=save_dir)
-    if partial:
-        why = f"The encoder at {path} is from a run that {partial}"
-    elif headless:
-        why = f"The encoder at {path} has no projection head (an older kit saved it)"
-    else:
-        why = f"No encoder at {path}"
+    why = f"No encoder at {path}" if refused.reason == "missing" else _refusal(refused, "encoder")
     return encoder, f"{message} {why}: fine-tuned one here and saved it."
-
-
-def load_encoder(path: Path, backbone: nn.Module, device=None) -> nn.Module:
-    """The encoder saved at ``path`` by :func:`fit_siamese`, on ``backbone``, with or without a projection head."""
-    checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
-    return encoder_from_state_dict(checkpoint["state_dict"], backbone).to(device or "cpu")
 
 
 @dataclass

@@ -1,105 +1,48 @@
-"""Training loops, evaluation and checkpoints for the classifier and the siamese network.
+"""Training loops and evaluation for the classifier and the siamese network.
 
 The loops are plain PyTorch: for each batch, forward, loss, backward, step. What they add
 is bookkeeping a course needs: progress bars, a per-epoch history, an optional
-learning-rate scheduler, and the best checkpoint written atomically (whole model and
-backbone alone, so notebook 05 can start from the backbone).
+learning-rate scheduler, and the best epoch saved as it comes (whole model and backbone
+alone, so notebook 05 can start from the backbone) through :mod:`helper_utils.checkpoints`,
+which writes those files and marks them finished when the run ends.
 
 A run shows two tqdm bars and no more: one over the epochs, which stays and carries the latest
 metrics, and one over the current epoch's batches, reused every epoch and removed at the end.
 A bar per epoch would add one output per epoch: after a long run JupyterLab folds them behind
 "Show more outputs" (hiding the final message or a traceback), and every bar is a widget the
-kernel has to send and the browser to keep.
+kernel has to send and the browser to keep. In a notebook both bars share one output, which
+becomes the epoch bar's last line of text when the run ends (:mod:`helper_utils.progress`), so a
+saved notebook shows no widget that needs its kernel. A run expected to take more than a minute
+prints, after its first epoch, how long it will take on this machine.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from helper_utils.checkpoints import BestEpochFiles
 from helper_utils.paths import checkpoint_dir  # re-exported: where notebooks save weights
-from helper_utils.files import atomic_path
+from helper_utils.progress import tqdm
 
 __all__ = [
     "checkpoint_dir",
     "count_parameters",
     "evaluate",
     "predict",
-    "save_checkpoint",
-    "load_checkpoint",
-    "read_checkpoint_info",
-    "finish_checkpoint",
-    "describe_partial",
-    "KIT_VERSION",
     "train_classifier",
     "train_siamese",
 ]
 
 
-
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-KIT_VERSION = "0.2.0"  # recorded in every checkpoint; the version in pyproject.toml
-
-
-def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    return path
-
-
-def load_checkpoint(model: nn.Module, path: str | os.PathLike, device: torch.device | str = "cpu") -> dict:
-    """Load the weights saved by :func:`save_checkpoint` into ``model``; returns the whole checkpoint."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}: run the notebook that trains it first")
-    checkpoint = torch.load(path, map_location=device, weights_only=True)
-    model.load_state_dict(checkpoint["state_dict"])
-    return checkpoint
-
-
-def read_checkpoint_info(path: str | os.PathLike) -> dict:
-    """What a checkpoint says about the run that made it, without its weights.
-
-    Returns:
-        Its metadata: ``finished`` (``True`` once the run ended; ``False`` while it trains or
-        after it was stopped; ``None`` for checkpoints of older kits, which did not say),
-        ``epoch`` (the epoch saved), ``epochs_done``, ``epochs_planned``, ``made_by``,
-        ``recipe`` (when a recipe made it) and ``kit_version``, where recorded.
-    """
-    checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
-    info = {key: value for key, value in checkpoint.items() if key != "state_dict"}
-    info.setdefault("finished", None)
-    return info
-
-
-def finish_checkpoint(path: str | os.PathLike, **extra) -> Path:
-    """Mark the checkpoint at ``path`` as the result of a finished run, adding ``extra`` metadata (e.g. recipe)."""
-    path = Path(path)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    checkpoint.update(extra, finished=True)
-    return save_checkpoint(checkpoint, path)
-
-
-def describe_partial(info: dict) -> str:
-    """``"stopped at epoch 82 of 120"``-like words for a checkpoint whose run did not finish."""
-    done, planned = info.get("epochs_done", info.get("epoch")), info.get("epochs_planned")
-    return f"stopped after epoch {done} of {planned}" if planned else f"stopped after epoch {done}"
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -147,6 +90,7 @@ def train_classifier(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     checkpoint_path: str | os.PathLike | None = None,
     backbone_path: str | os.PathLike | None = None,
+    checkpoint_info: dict | None = None,
     progress: bool = True,
 ) -> dict[str, list[float]]:
     """Train ``model`` and evaluate it on ``val_loader`` after every epoch.
@@ -159,7 +103,9 @@ def train_classifier(
         optimizer, loss_fn: as usual; ``loss_fn(logits, targets)``.
         scheduler: optional; stepped after every batch (e.g. ``OneCycleLR``).
         checkpoint_path, backbone_path: where the best epoch's whole model and backbone
-            are saved (atomically); ``None`` saves nothing.
+            are saved (atomically); ``None`` saves nothing. Until the last epoch ends they
+            are marked as a run that did not finish.
+        checkpoint_info: more metadata saved with them (e.g. the recipe that made them).
 
     Returns:
         History with one value per epoch: ``train_loss``, ``train_acc``, ``val_loss``,
@@ -169,6 +115,11 @@ def train_classifier(
     history: dict[str, list[float]] = {k: [] for k in
                                        ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds")}
     best_acc = -1.0
+    files = BestEpochFiles(epochs, **{"made_by": "train_classifier", **(checkpoint_info or {})})
+    if checkpoint_path is not None:
+        files.add(checkpoint_path, model)
+    if backbone_path is not None and hasattr(model, "backbone"):
+        files.add(backbone_path, model.backbone)
     bars = _Bars(epochs, progress)
     try:
         for epoch in range(1, epochs + 1):
@@ -181,11 +132,11 @@ def train_classifier(
             if val_acc > best_acc:
                 best_acc = val_acc
                 history["best_epoch"], history["best_val_acc"] = epoch, val_acc
-                _save_best(model, epoch, val_acc, checkpoint_path, backbone_path, epochs)
+                files.save(epoch, val_acc)
             bars.end_epoch(loss=f"{train_loss:.3f}", val_acc=f"{val_acc:.3f}", best=f"{best_acc:.3f}")
     finally:  # also on an error or an interrupt: the batch bar goes, the epoch bar stays where it stopped
         bars.close()
-    _finish_best(checkpoint_path, backbone_path, epochs)
+    files.finish(epochs_done=epochs)  # reached only when every epoch ran
     return history
 
 
@@ -278,17 +229,6 @@ def _record(history: dict, **values: float) -> None:
         history.setdefault(key, []).append(float(value))
 
 
-def _save_best(model: nn.Module, epoch: int, val_acc: float, checkpoint_path, backbone_path,
-               epochs_planned: int | None = None) -> None:
-    # finished stays False until the run ends (_finish_best): a stopped run is never taken for a finished one
-    meta = {"epoch": epoch, "val_acc": val_acc, "finished": False, "epochs_done": epoch,
-            "epochs_planned": epochs_planned, "made_by": "train_classifier", "kit_version": KIT_VERSION}
-    if checkpoint_path is not None:
-        save_checkpoint({"state_dict": copy.deepcopy(model.state_dict()), **meta}, checkpoint_path)
-    if backbone_path is not None and hasattr(model, "backbone"):
-        save_checkpoint({"state_dict": copy.deepcopy(model.backbone.state_dict()), **meta}, backbone_path)
-
-
 class _Bars:
     """The two progress bars of a training run: epochs (kept) and the current epoch's batches (transient).
 
@@ -302,13 +242,14 @@ class _Bars:
         self.disable = not progress
         self.epochs = tqdm(total=epochs, desc="epochs", unit="epoch", disable=self.disable, **_bar_style())
         self._batches = None
+        self._start = time.perf_counter()
 
     def batches(self, loader: Iterable) -> Iterable:
         """Iterate over ``loader``, advancing the batch bar (restarted at 0 for each epoch)."""
         total = len(loader) if hasattr(loader, "__len__") else None
         if self._batches is None:  # created with its length: a widget made without one draws a stub of a bar
             # in a log (not a terminal, not a notebook) a batch bar would only add a line per epoch
-            self._batches = tqdm(total=total, desc="batches", unit="batch", leave=False,
+            self._batches = tqdm(total=total, desc="batches", unit="batch", leave=False, under=self.epochs,
                                  disable=self.disable or not _interactive(), **_bar_style())
         else:
             self._batches.reset(total=total)
@@ -319,6 +260,10 @@ class _Bars:
     def end_epoch(self, **metrics: str) -> None:
         self.epochs.set_postfix(metrics, refresh=False)  # shown with the next refresh, not one extra message
         self.epochs.update()
+        if self.epochs.n == 1 and not self.disable:
+            line = _estimate(time.perf_counter() - self._start, self.epochs.total)
+            if line:
+                tqdm.write(line, file=sys.stdout)
 
     def close(self) -> None:
         if self._batches is not None:
@@ -326,11 +271,26 @@ class _Bars:
         self.epochs.close()
 
 
-def _finish_best(checkpoint_path, backbone_path, epochs: int) -> None:
-    """The run ended: rewrite the best-epoch checkpoints' metadata as finished, ``epochs`` done."""
-    for path in (checkpoint_path, backbone_path):
-        if path is not None and Path(path).exists():
-            finish_checkpoint(path, epochs_done=epochs)
+ESTIMATE_FROM_S = 60.0  # runs expected to be shorter than this get no estimate: the bar is enough
+
+
+def _estimate(first_epoch_s: float, epochs: int | None) -> str:
+    """What the first epoch says about the whole run, e.g. "... about 4.5 minutes on this machine"; "" if short."""
+    if not epochs or epochs < 2 or first_epoch_s * epochs < ESTIMATE_FROM_S:
+        return ""
+    return (f"The first epoch took {first_epoch_s:.1f} s: all {epochs} epochs should take about "
+            f"{_duration(first_epoch_s * epochs)} on this machine.")
+
+
+def _duration(seconds: float) -> str:
+    """``"4.5 minutes"``, ``"12 minutes"``, ``"1.3 hours"``: rounded as an estimate should be."""
+    minutes = seconds / 60
+    if minutes < 10:
+        halves = max(int(minutes * 2 + 0.5), 2) / 2  # to the nearest half minute, half up; at least 1
+        return f"{halves:g} minute{'s' if halves > 1 else ''}"
+    if minutes < 90:
+        return f"{round(minutes)} minutes"
+    return f"{minutes / 60:.1f} hours"
 
 
 def _bar_style() -> dict:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from helper_utils.embedding import ProjectedEncoder, embedding_dim, encoder_from_state_dict
+from helper_utils.embedding import ProjectedEncoder, embedding_dim, encoder_for
 from helper_utils.recipes import SiameseRecipe
 from helper_utils.reference import MobileNetBackbone, SiameseEncoder
 
@@ -46,7 +46,8 @@ def test_embedding_dim_reads_the_length_and_keeps_the_mode():
 @pytest.mark.parametrize("head", ["linear", "none"])
 def test_a_saved_encoder_is_rebuilt_with_or_without_its_head(head):
     model = SiameseRecipe(head=head).make_model(MobileNetBackbone()).eval()
-    rebuilt = encoder_from_state_dict(model.state_dict(), MobileNetBackbone()).eval()
+    rebuilt = encoder_for(model.state_dict(), MobileNetBackbone()).eval()
+    rebuilt.load_state_dict(model.state_dict())
     assert type(rebuilt) is type(model)
     x = torch.randn(2, 3, 64, 64)
     assert torch.allclose(rebuilt(x), model(x), atol=1e-6)
@@ -61,9 +62,7 @@ def test_the_head_learns_faster_than_the_backbone_and_bad_heads_are_refused():
 
 
 def test_weights_that_fit_neither_architecture_fail_in_load_state_dict():
-    from helper_utils.embedding import encoder_for
-
     odd = {"projection.weight": 3}  # not a matrix: no projection head is built for it
     assert type(encoder_for(odd, MobileNetBackbone())) is SiameseEncoder
     with pytest.raises(RuntimeError, match="projection.weight"):
-        encoder_from_state_dict(odd, MobileNetBackbone())
+        encoder_for(odd, MobileNetBackbone()).load_state_dict(odd)

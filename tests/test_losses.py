@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helper_utils.losses import MinedTripletLoss, batch_hard_triplet_loss, semi_hard_triplet_loss
+from helper_utils.losses import MinedTripletLoss, hard_triplet_loss, semi_hard_triplet_loss
 
 
 def _loop_oracle(embeddings, labels, margin, normalize):
@@ -25,7 +25,7 @@ def test_matches_loop_oracle(normalize, margin):
     torch.manual_seed(0)
     embeddings = torch.randn(12, 5)
     labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 1, 0])  # class 3 has no positive: skipped
-    got = batch_hard_triplet_loss(embeddings, labels, margin, normalize)
+    got = hard_triplet_loss(embeddings, labels, margin, normalize)
     assert torch.allclose(got, _loop_oracle(embeddings, labels, margin, normalize), atol=1e-5)
 
 
@@ -34,7 +34,7 @@ def test_hand_computed_example():
     # anchor 1: d=1, d(1,3)=2 -> 1.5; anchor at 3 has no positive -> skipped. Mean 1.0
     embeddings = torch.tensor([[0.0], [1.0], [3.0]])
     labels = torch.tensor([0, 0, 1])
-    assert batch_hard_triplet_loss(embeddings, labels, margin=2.5, normalize=False).item() == pytest.approx(1.0)
+    assert hard_triplet_loss(embeddings, labels, margin=2.5, normalize=False).item() == pytest.approx(1.0)
 
 
 def test_gradients_are_finite_with_duplicate_embeddings():
@@ -46,7 +46,7 @@ def test_gradients_are_finite_with_duplicate_embeddings():
 
 def test_batch_without_valid_anchor_gives_zero():
     embeddings = torch.randn(3, 4, requires_grad=True)
-    loss = batch_hard_triplet_loss(embeddings, torch.tensor([0, 1, 2]))
+    loss = hard_triplet_loss(embeddings, torch.tensor([0, 1, 2]))
     assert loss.item() == 0.0
     loss.backward()
 
@@ -94,7 +94,7 @@ def test_semi_hard_hand_computed_example():
 
 def test_mined_loss_validates_mining_and_dispatches():
     embeddings, labels = torch.randn(8, 3), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
-    assert torch.equal(MinedTripletLoss(0.3, "hard")(embeddings, labels), batch_hard_triplet_loss(embeddings, labels, 0.3))
+    assert torch.equal(MinedTripletLoss(0.3, "hard")(embeddings, labels), hard_triplet_loss(embeddings, labels, 0.3))
     assert torch.equal(MinedTripletLoss(0.3, "semihard")(embeddings, labels),
                        semi_hard_triplet_loss(embeddings, labels, 0.3))
     with pytest.raises(ValueError, match="semihard"):
@@ -114,7 +114,7 @@ def test_reference_batch_hard_matches_the_kit_and_the_loop(margin):
     embeddings[5] = embeddings[4]  # a duplicate inside one class
     labels = torch.arange(6).repeat_interleave(4)  # P=6 classes x K=4 photos
     got = reference_loss(embeddings, labels, margin)
-    assert torch.allclose(got, batch_hard_triplet_loss(embeddings, labels, margin, normalize=False), atol=1e-5)
+    assert torch.allclose(got, hard_triplet_loss(embeddings, labels, margin, normalize=False), atol=1e-5)
     assert torch.allclose(got, _loop_oracle(embeddings, labels, margin, normalize=False), atol=1e-5)
 
 

@@ -4,8 +4,9 @@ Each learner notebook (as ``make release`` generates it) runs in a real kernel u
 JupyterLab's Run All does. That error must be the one line of ``unittests.require`` naming the first
 exercise a cell needs and its section, with no raw traceback anywhere before it, and no training: a
 first cell patches the kit's training loops to refuse, so training before the check fails this test
-instead of taking minutes. Notebook 06 loads an encoder; a quick one (one epoch of each recipe) is
-made beforehand in a temporary checkpoint folder, as notebooks 03 and 05 would have left one.
+instead of taking minutes. A notebook that loads a trained model before its first exercise (06 loads the
+encoder, 07 the classifier) gets quick ones (one epoch of each recipe) in a temporary checkpoint folder,
+as notebooks 03 and 05 would have left them; the others get an empty one.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ FIRST_NEEDED = {
     "03_backbone_and_classifier": ("MobileNetBackbone", 2),
     "04_triplet_dataset": ("TripletDataset", 3),
     "06_visual_search": ("get_embeddings", 4),
+    "07_evaluation_and_explainability": ("grad_cam", 5),
 }
-NEEDS_ENCODER = {"06_visual_search"}
+# notebooks that load a classifier or an encoder before their first exercise
+LOADS_MODELS = {"06_visual_search", "07_evaluation_and_explainability"}
 CELL_TIMEOUT_S = 120
 
 NO_TRAINING = '''\
@@ -47,7 +50,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 @pytest.fixture(scope="module")
 def quick_checkpoints(tmp_path_factory):
-    """A checkpoint folder holding a backbone and an encoder from one epoch of each recipe (seconds, not minutes)."""
+    """A checkpoint folder with a classifier, its backbone and an encoder from one epoch of each recipe (seconds)."""
     from helper_utils.recipes import ClassifierRecipe, SiameseRecipe, load_or_train_encoder
 
     folder = tmp_path_factory.mktemp("checkpoints")
@@ -74,7 +77,7 @@ def _run_until_first_error(nb: nbformat.NotebookNode, cwd) -> int | None:
 @pytest.mark.parametrize("stem", sorted(FIRST_NEEDED))
 def test_untouched_exercise_stops_with_one_line(stem, tmp_path, monkeypatch, request):
     monkeypatch.delenv("UNITTESTS_STRICT", raising=False)  # a learner's kernel: graders report, never raise
-    if stem in NEEDS_ENCODER:
+    if stem in LOADS_MODELS:
         monkeypatch.setenv(CHECKPOINT_ENV, str(request.getfixturevalue("quick_checkpoints")))
     else:
         monkeypatch.setenv(CHECKPOINT_ENV, str(tmp_path / "checkpoints"))  # empty: loading one would train
@@ -92,7 +95,7 @@ def test_untouched_exercise_stops_with_one_line(stem, tmp_path, monkeypatch, req
     lines = [ANSI.sub("", line) for line in error.traceback]
     assert error.ename == "UnfinishedExercise", f"{stem} cell {index} raised {error.ename}:\n" + "\n".join(lines)
     assert len(lines) == 1 and "\n" not in lines[0], f"{stem}: not one line:\n" + "\n".join(lines)
-    assert f"`{exercise}`" in lines[0] and f"section {section}," in lines[0], lines[0]
+    assert f"`{exercise}` (section {section})" in lines[0], lines[0]
     assert nb.cells[index].source.startswith("unittests.require("), "it stops at the check, before the demo runs"
     before = [o for cell in nb.cells[:index] if cell.cell_type == "code" for o in cell.outputs]
     assert not any("Traceback" in str(o.get("text", "")) for o in before), f"{stem}: a traceback before the stop"

@@ -1,15 +1,15 @@
-"""Training loops on tiny synthetic data: history, schedulers, EMA, atomic checkpoints."""
+"""Training loops on tiny synthetic data: history, schedulers, the best epoch saved and marked finished at the end."""
 
 import pytest
 import torch
 from torch import nn
 
+from helper_utils.checkpoints import load_checkpoint, read_checkpoint
 from helper_utils.loaders import TensorLoader
 from helper_utils.losses import MinedTripletLoss
 from helper_utils.reference import MobileNetLikeClassifier, SiameseEncoder, SiameseNetwork, MobileNetBackbone
 from helper_utils.reference import compute_class_weights
-from helper_utils.training import (evaluate, load_checkpoint, save_checkpoint,
-                                   train_classifier, train_siamese)
+from helper_utils.training import evaluate, train_classifier, train_siamese
 
 
 def _separable_data(n=48, size=16):
@@ -49,23 +49,6 @@ def test_train_classifier_learns_and_checkpoints(tmp_path):
     backbone = MobileNetBackbone()
     load_checkpoint(backbone, tmp_path / "bb.pt")
     assert not list(tmp_path.glob(".*.tmp"))
-
-
-def test_save_checkpoint_leaves_old_file_on_failure(tmp_path, monkeypatch):
-    path = save_checkpoint({"state_dict": {"w": torch.ones(1)}}, tmp_path / "c.pt")
-
-    def broken_save(obj, f):
-        open(f, "wb").write(b"partial")
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(torch, "save", broken_save)
-    try:
-        save_checkpoint({"state_dict": {"w": torch.zeros(1)}}, path)
-    except OSError:
-        pass
-    monkeypatch.undo()
-    assert torch.load(path)["state_dict"]["w"].item() == 1.0
-    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
 
 
 def test_train_siamese_accepts_triplets_and_labelled_batches():
@@ -185,7 +168,7 @@ def test_bars_close_when_a_run_fails(capsys, monkeypatch):
 
 def test_interrupted_training_leaves_a_checkpoint_marked_partial(tmp_path):
     """Best-epoch checkpoints say finished=False until the last epoch ends, then True."""
-    from helper_utils.training import KIT_VERSION, read_checkpoint_info, train_classifier
+    from helper_utils.checkpoints import KIT_VERSION
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2))
@@ -204,19 +187,9 @@ def test_interrupted_training_leaves_a_checkpoint_marked_partial(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train_classifier(model, data, StopInEpoch2(), epochs=5, optimizer=optimizer, loss_fn=torch.nn.CrossEntropyLoss(),
                          checkpoint_path=tmp_path / "c.pt", progress=False)
-    info = read_checkpoint_info(tmp_path / "c.pt")
+    info = read_checkpoint(tmp_path / "c.pt", allow_stopped=True).info
     assert info["finished"] is False and info["epochs_done"] == 1 and info["epochs_planned"] == 5
     train_classifier(model, data, data, epochs=2, optimizer=optimizer, loss_fn=torch.nn.CrossEntropyLoss(),
                      checkpoint_path=tmp_path / "c.pt", progress=False)
-    info = read_checkpoint_info(tmp_path / "c.pt")
+    info = read_checkpoint(tmp_path / "c.pt", allow_stopped=True).info
     assert info["finished"] is True and info["epochs_done"] == 2 and info["kit_version"] == KIT_VERSION
-
-
-def test_kit_version_matches_pyproject():
-    import tomllib
-    from pathlib import Path
-
-    from helper_utils.training import KIT_VERSION
-
-    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
-    assert KIT_VERSION == pyproject["project"]["version"]

@@ -11,6 +11,9 @@ code cell, an exercise region looks like this::
 The learner copy keeps the markers, a ``# YOUR CODE HERE`` line and the ``### STUB:`` lines
 (prefix removed, indentation kept); the solution lines are dropped. Every output is cleared.
 
+Every learner notebook with an exercise ends with the same short note on how to hand it in
+(:func:`hand_in_note`, tag ``hand-in``), written here only, so that it cannot drift between notebooks.
+
 The reference answers that later notebooks and the graders import are built from the same
 cells, as d2l builds its library from ``#@save`` cells: the cells tagged ``exercise`` (with the
 solution kept and the markers dropped), after the cells tagged ``export`` (the imports the
@@ -22,7 +25,9 @@ exercise can name where to write it (``unittests.require``).
 Usage::
 
     python -m tools.release           # write notebooks/NN_*.ipynb and helper_utils/reference/
-    python -m tools.release --check   # exit 1 if a learner notebook or a reference module is stale
+    python -m tools.release --check   # exit 1 if a learner notebook or a reference module is stale,
+                                      # or a launch link disagrees with the Colab cells (tools.publish)
+    python -m tools.release --check --publish   # also exit 1 while the placeholder owner <org> is left
     python -m tools.release --clean   # strip solution notebooks (outputs kept on nbval-check cells)
 """
 
@@ -37,9 +42,10 @@ from pathlib import Path
 import nbformat
 
 from helper_utils.paths import NOTEBOOKS, REPO, SOLUTIONS
+from tools import publish
 from unittests.grading.cells import defined_names
 
-__all__ = ["START", "END", "STUB", "ReleaseError", "make_learner_source", "learner_notebook",
+__all__ = ["START", "END", "STUB", "ReleaseError", "make_learner_source", "learner_notebook", "hand_in_note",
            "clean_notebook", "reference_module", "exercise_sections", "release", "main"]
 
 START = "### START CODE HERE ###"
@@ -48,7 +54,19 @@ STUB = "### STUB:"
 CHECK_TAG = "nbval-check-output"  # the only cells whose outputs are committed (nbval compares them)
 EXERCISE_TAG = "exercise"  # a cell with exercise regions: its solution becomes a reference answer
 EXPORT_TAG = "export"  # a cell copied into the reference module as it is (the imports the answers use)
+HAND_IN_TAG = "hand-in"  # the note on how to hand a notebook in, appended to every learner notebook with exercises
 KEPT_METADATA = ("kernelspec", "language_info")
+
+# What the class grader (unittests.grading) runs of a hand-in: the set-up cells, the exercise cells, then its own
+# grader cells. A learner needs to know that, and to keep the file name the grader looks for.
+HAND_IN = """## How to hand in
+
+- Hand in this notebook as **`{name}`**: keep its file name (on Colab: File > Download > Download .ipynb).
+- Only the exercise cells are graded. The grader runs the import cells at the top of the notebook, then each
+  exercise cell (the cells with `### START CODE HERE ###`), then its own copy of the grader cells. No other
+  cell runs: training and your own experiments are not seen.
+- A helper function or an import that your answer needs goes inside the exercise cell that uses it. In a cell
+  of its own it does not run, and the exercise fails with a `NameError`."""
 
 REFERENCE = REPO / "helper_utils" / "reference"
 _STUB_LINE = re.compile(r"^(\s*)### STUB:\s?(.*)$")
@@ -115,12 +133,20 @@ def clean_notebook(nb: nbformat.NotebookNode, keep_checked_outputs: bool = True)
     return nb
 
 
+def hand_in_note(name: str) -> str:
+    """The note that ends every learner notebook with exercises; ``name`` is its file name."""
+    return HAND_IN.format(name=name)
+
+
 def learner_notebook(solution: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
-    """The learner copy of a solution notebook: scaffolds instead of answers, no outputs."""
+    """The learner copy of a solution notebook: scaffolds instead of answers, no outputs, the hand-in note."""
     nb = clean_notebook(solution, keep_checked_outputs=False)
     for index, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
             cell.source = make_learner_source(cell.source, f"{name}, cell {index}")
+    if any(EXERCISE_TAG in cell.metadata.get("tags", []) for cell in nb.cells):
+        nb.cells.append(nbformat.v4.new_markdown_cell(hand_in_note(name), metadata={"tags": [HAND_IN_TAG]}))
+        nb.cells[-1].pop("id", None)
     return nb
 
 
@@ -297,7 +323,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.release", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check; exit 1 if anything would change")
     parser.add_argument("--clean", action="store_true", help="strip the solution notebooks in place")
+    parser.add_argument("--publish", action="store_true",
+                        help="with --check: also fail while the launch links name the placeholder owner <org>")
     args = parser.parse_args(argv)
+    if args.publish and (args.clean or not args.check):
+        parser.error("--publish goes with --check alone")
+    launch: list[str] = []
     try:
         if args.clean:
             changed = clean_solutions(check=args.check)
@@ -305,14 +336,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             changed = release(check=args.check) + write_references(check=args.check)
             verb = "stale (run `make release`)" if args.check else "written"
+            launch = publish.problems(publish=args.publish) if args.check else []
     except ReleaseError as error:
         print(f"release: {error}", file=sys.stderr)
         return 1
     for path in changed:
         print(f"{verb}: {path.relative_to(REPO)}")
+    for problem in launch:
+        print(f"launch: {problem}")
     if not changed:
         print("all notebooks up to date")
-    return 1 if (args.check and changed) else 0
+    return 1 if (args.check and (changed or launch)) else 0
 
 
 if __name__ == "__main__":

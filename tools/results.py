@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader
 
+from helper_utils.checkpoints import CLASSIFIER_FILE, load_classifier
 from helper_utils.data import ClothingDataset
 from helper_utils.device import get_device, seed_everything
 from helper_utils.files import atomic_path
@@ -45,7 +46,7 @@ from helper_utils.recipes import ClassifierRecipe, SiameseRecipe, TutorialRecipe
 from helper_utils.reference import (MobileNetLikeClassifier, SiameseEncoder, SiameseNetwork, TripletDataset,
                                     compute_class_weights, get_embeddings, val_transform)
 from helper_utils.retrieval import knn, l2_normalize, retrieval_scores
-from helper_utils.training import evaluate, load_checkpoint, train_classifier, train_siamese
+from helper_utils.training import evaluate, train_classifier, train_siamese
 
 __all__ = ["RECIPES", "run_recipe", "run_benchmark", "summarize", "paired_gain", "results_markdown", "update_readme"]
 
@@ -118,7 +119,7 @@ class _AugmentedImages(torch.utils.data.Dataset):
 
 def _train_core(seed: int, device, out: Path, progress: bool):
     model, history = fit_classifier(ClassifierRecipe(seed=seed), device=device, progress=progress, save_dir=out)
-    load_checkpoint(model, out / "classifier_best.pt", device)
+    model, _ = load_classifier(out / CLASSIFIER_FILE, model, device)  # the best epoch, not the last
     encoder, _ = fit_siamese(copy.deepcopy(model.backbone), SiameseRecipe(seed=seed), device=device,
                              progress=progress, save_dir=out)
     return model, encoder, float(np.mean(history["epoch_seconds"])), True

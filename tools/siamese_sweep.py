@@ -20,12 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from helper_utils.checkpoints import BACKBONE_FILE, CheckpointError, load_backbone
 from helper_utils.data import ClothingDataset
 from helper_utils.device import get_device, machine_description
 from helper_utils.recipes import SiameseRecipe, fit_siamese
-from helper_utils.reference import MobileNetBackbone, SiameseEncoder, get_embeddings, val_transform
+from helper_utils.reference import SiameseEncoder, get_embeddings, val_transform
 from helper_utils.retrieval import l2_normalize, retrieval_metrics
-from helper_utils.training import checkpoint_dir, load_checkpoint
+from helper_utils.training import checkpoint_dir
 
 __all__ = ["DEFAULT_VARIATIONS", "run_variation", "sweep_markdown", "main"]
 
@@ -44,8 +45,7 @@ def _measure(encoder, catalog: ClothingDataset, device) -> dict[str, float]:
 def run_variation(changes: dict, backbone_path: Path, device, catalog: ClothingDataset) -> dict:
     """Fine-tune ``SiameseRecipe(**changes)`` from the backbone at ``backbone_path``; its metrics and time."""
     recipe = SiameseRecipe(**changes)
-    backbone = MobileNetBackbone()
-    load_checkpoint(backbone, backbone_path, device)
+    backbone, _ = load_backbone(backbone_path, device=device)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:  # never overwrite the course's encoder_best.pt
         encoder, _ = fit_siamese(backbone, recipe, device=device, progress=False, save_dir=Path(tmp))
@@ -77,10 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         print(sweep_markdown(json.loads(args.from_json.read_text())["rows"]), end="")
         return 0
     device = get_device()
-    backbone_path = args.backbone or checkpoint_dir() / "backbone_best.pt"
+    backbone_path = args.backbone or checkpoint_dir() / BACKBONE_FILE
+    try:
+        backbone, _ = load_backbone(backbone_path, device=device)  # a finished run of notebook 03
+    except CheckpointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     catalog = ClothingDataset("validation", transform=val_transform)
-    backbone = MobileNetBackbone()
-    load_checkpoint(backbone, backbone_path, device)
     print(f"Siamese recipe sweep on {machine_description()}, from {backbone_path}", flush=True)
     rows = [{"changes": "backbone as it is", **_measure(SiameseEncoder(backbone).to(device), catalog, device),
              "seconds": 0}]

@@ -53,14 +53,13 @@ def require(*names: str, namespace: dict | None = None) -> None:
         where = _where(SECTIONS.get(name, ""))
         not_run = [n for n in exercise.defines if n not in namespace]
         if not_run:
-            raise UnfinishedExercise(f"this cell needs `{not_run[0]}` from {where}, whose cell has not run in this "
-                                     f"session: run it, then run this cell again")
+            raise UnfinishedExercise(f"run the cell of `{not_run[0]}` ({where}) first, then this one again")
         grader = getattr(importlib.import_module("unittests"), exercise.grader)
         with placeholder_probe():
             report = grader(*(namespace[n] for n in exercise.defines))
         if report.placeholder:
-            raise UnfinishedExercise(f"this cell needs `{report.placeholder}` from {where}: write the exercise, "
-                                     f"run its cell, then run this cell again")
+            raise UnfinishedExercise(f"write `{report.placeholder}` ({where}) and run its cell first, "
+                                     f"then this one again")
 
 
 def _exercise_defining(name: str) -> Exercise:
@@ -72,8 +71,8 @@ def _exercise_defining(name: str) -> Exercise:
 
 
 def _where(heading: str) -> str:
-    """``'section 6, "Exercise: class weights"'`` from the heading ``"6. Exercise: class weights"``."""
-    numbered = re.match(r"(\d+)\.\s+(.+)", heading)
+    """``"section 6"`` from the heading ``"6. Exercise: class weights"`` (the number is what a reader looks for)."""
+    numbered = re.match(r"(\d+)\.\s", heading)
     if numbered:
-        return f'section {numbered.group(1)}, "{numbered.group(2)}"'
-    return f'"{heading}"' if heading else "its exercise"
+        return f"section {numbered.group(1)}"
+    return f'section "{heading}"' if heading else "its exercise"

@@ -46,9 +46,11 @@ from torch import nn
 
 from helper_utils.data import CLASSES_7, CLASSES_10, ClothingDataset
 from helper_utils import paths
+from helper_utils.checkpoints import CLASSIFIER_FILE as CLASSIFIER_CHECKPOINT
+from helper_utils.checkpoints import ENCODER_FILE as ENCODER_CHECKPOINT
+from helper_utils.checkpoints import load_classifier, load_encoder
 from helper_utils.files import atomic_path, sha256_file
-from helper_utils.embedding import encoder_for
-from helper_utils.reference import MobileNetBackbone, MobileNetLikeClassifier
+from helper_utils.reference import MobileNetLikeClassifier
 from helper_utils.training import checkpoint_dir
 
 __all__ = [
@@ -57,11 +59,8 @@ __all__ = [
     "ENCODER_OUTPUTS",
     "CLASSIFIER_OUTPUTS",
     "PARITY_TOLERANCE",
-    "CheckpointNotFoundError",
     "EncoderForExport",
     "ClassifierForExport",
-    "load_encoder",
-    "load_classifier",
     "export_onnx",
     "export_models",
     "onnx_session",
@@ -83,10 +82,6 @@ PARITY_TOLERANCE = 1e-4  # largest |onnxruntime - PyTorch| accepted on any outpu
 INPUT_LAYOUT = "uint8 RGB (batch, 64, 64, 3), channels last, pixels 0-255; resize with PIL bilinear first"
 ENCODER_FILE, CLASSIFIER_FILE = "encoder.onnx", "classifier.onnx"
 REPO = paths.REPO  # re-exported for notebook 10
-
-
-class CheckpointNotFoundError(FileNotFoundError):
-    """A trained checkpoint the export needs is missing; the message says how to make it."""
 
 
 # --------------------------------------------------------------------------- what gets exported
@@ -129,72 +124,10 @@ def resize_for_model(image: Image.Image, size: int = IMAGE_SIZE) -> np.ndarray:
 
 # --------------------------------------------------------------------------- checkpoints
 
-def _checkpoint(path: Path, what: str, how: str) -> dict:
-    if not path.is_file():
-        raise CheckpointNotFoundError(
-            f"no {what} checkpoint at {path}.\n  To make it, {how}; or point --checkpoints "
-            f"(or $FASHION_KIT_CHECKPOINTS) at the folder that holds it.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated zip, not a checkpoint, unsafe pickle: one sentence, no traceback
-        raise ValueError(f"{path} is not a readable {what} checkpoint ({type(error).__name__}): the file is "
-                         f"truncated or corrupt. To make it again, {how}.") from None
-    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
-        raise ValueError(f"{path} holds no state_dict: not a {what} checkpoint saved by the kit. To make it, {how}.")
-    if state.get("finished") is False:  # the best epoch so far of a run that was stopped
-        done, planned = state.get("epochs_done", state.get("epoch")), state.get("epochs_planned")
-        raise ValueError(f"{path} is from a {what} training run that stopped after epoch {done} of {planned}, not a "
-                         f"finished one. To make a finished one, {how}.")
-    return state
-
-
-def _load_weights(model: nn.Module, state: dict, path: Path, how: str) -> None:
-    """``model.load_state_dict`` with a one-line ValueError when the weights do not fit the model."""
-    try:
-        model.load_state_dict(state["state_dict"])
-    except (RuntimeError, KeyError, TypeError) as error:
-        raise ValueError(f"{path} does not fit the kit's {type(model).__name__} ({str(error).splitlines()[0][:200]}). "
-                         f"To make it again, {how}.") from None
-
-
-def load_encoder(checkpoints: str | Path | None = None) -> tuple[nn.Module, Path]:
-    """The encoder notebook 05 saved (``encoder_best.pt``), in eval mode on the CPU.
-
-    Raises:
-        CheckpointNotFoundError: there is no ``encoder_best.pt`` in ``checkpoints``.
-        ValueError: the checkpoint is truncated, corrupt or not an encoder's.
-    """
-    path = Path(checkpoints or checkpoint_dir()) / "encoder_best.pt"
-    how = "run notebook 05 (or helper_utils.recipes.load_or_train_encoder())"
-    state = _checkpoint(path, "encoder", how)
-    encoder = encoder_for(state["state_dict"], MobileNetBackbone())  # with or without a projection head
-    _load_weights(encoder, state, path, how)
-    return encoder.eval(), path
-
-
-def load_classifier(checkpoints: str | Path | None = None,
-                    classes: Sequence[str] | None = None) -> tuple[MobileNetLikeClassifier, list[str], Path]:
-    """The classifier notebook 03 saved (``classifier_best.pt``), its class names, and its path.
-
-    The checkpoint stores weights only; the class count is read from the head's shape and the
-    names default to the kit's seven (or ten) classes, in the order ``ClothingDataset`` labels them.
-
-    Raises:
-        CheckpointNotFoundError: there is no ``classifier_best.pt`` in ``checkpoints``.
-        ValueError: the checkpoint is truncated, corrupt or not a classifier's.
-        ValueError: ``classes`` does not match the number of outputs of the checkpoint.
-    """
-    path = Path(checkpoints or checkpoint_dir()) / "classifier_best.pt"
-    how = "run notebook 03 (or helper_utils.recipes.fit_classifier())"
-    state = _checkpoint(path, "classifier", how)
-    head = state["state_dict"].get("head.2.weight")
-    if not isinstance(head, torch.Tensor) or head.ndim != 2:
-        raise ValueError(f"{path} has no classifier head (head.2.weight): not a classifier checkpoint. To make it, {how}.")
-    num_classes = head.shape[0]
-    classes = _class_names(num_classes, classes, path.name)
-    classifier = MobileNetLikeClassifier(num_classes)
-    _load_weights(classifier, state, path, how)
-    return classifier.eval(), classes, path
+def _checkpoint_files(checkpoints: str | Path | None) -> tuple[Path, Path]:
+    """The encoder's and the classifier's checkpoint in the folder ``checkpoints`` (default: ``checkpoint_dir()``)."""
+    folder = Path(checkpoints or checkpoint_dir())
+    return folder / ENCODER_CHECKPOINT, folder / CLASSIFIER_CHECKPOINT
 
 
 def _class_names(num_classes: int, classes: Sequence[str] | None, what: str) -> list[str]:
@@ -251,20 +184,19 @@ def export_models(out_dir: str | Path, checkpoints: str | Path | None = None, *,
         ``{"encoder": path, "classifier": path}``.
 
     Raises:
-        CheckpointNotFoundError: a model was not passed and its checkpoint is missing.
+        CheckpointError: a model was not passed and its checkpoint is missing (``CheckpointNotFoundError``)
+            or refused (truncated, from a stopped run, ...): :mod:`helper_utils.checkpoints` says why.
     """
     out_dir = Path(out_dir)
+    encoder_file, classifier_file = _checkpoint_files(checkpoints)
+    encoder_source = classifier_source = "in-memory model"
     if encoder is None:
-        encoder, encoder_source = load_encoder(checkpoints)
-        encoder_source = _describe_file(encoder_source)
-    else:
-        encoder_source = "in-memory model"
+        encoder, _ = load_encoder(encoder_file)  # with or without a projection head
+        encoder_source = _describe_file(encoder_file)
     if classifier is None:
-        classifier, classes, classifier_source = load_classifier(checkpoints, classes)
-        classifier_source = _describe_file(classifier_source)
-    else:
-        classes = _class_names(classifier.head[-1].out_features, classes, "the classifier")
-        classifier_source = "in-memory model"
+        classifier, _ = load_classifier(classifier_file)
+        classifier_source = _describe_file(classifier_file)
+    classes = _class_names(classifier.head[-1].out_features, classes, "the classifier")
     common = {"kit.image_size": str(IMAGE_SIZE), "kit.torch": torch.__version__}
     encoder_path = export_onnx(EncoderForExport(encoder), out_dir / ENCODER_FILE, ENCODER_OUTPUTS, {
         **common, "kit.model": "encoder", "kit.source": encoder_source, "kit.normalized": "L2"})
@@ -407,8 +339,9 @@ def run_export(out_dir: Path, checkpoints: Path | None = None, data_root: Path |
     """
     threads = sorted(set(threads or (1, torch.get_num_threads())))
     load_before = os.getloadavg()[0]
-    encoder, _ = load_encoder(checkpoints)
-    classifier, classes, _ = load_classifier(checkpoints)
+    encoder_file, classifier_file = _checkpoint_files(checkpoints)
+    encoder, _ = load_encoder(encoder_file)
+    classifier, _ = load_classifier(classifier_file)
     paths = export_models(out_dir, checkpoints)
     images = validation_batch(n_images, data_root)
     report: dict[str, Any] = {"date": _dt.date.today().isoformat(), "machine": _machine(), "versions": _versions(),
@@ -530,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = run_export(args.out, args.checkpoints, args.data_root, args.threads, args.images,
                             args.batch_sizes, args.repeats)
-    except (CheckpointNotFoundError, FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError) as error:  # a CheckpointError is a ValueError
         print(f"error: {error}", file=sys.stderr)
         return 2
     report["command"] = command.strip()

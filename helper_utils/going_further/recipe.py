@@ -1,7 +1,9 @@
 """Notebook 08's going-further recipe: the wide backbone, a longer one-cycle run, harder augmentation.
 
 ``make bench`` trains it with three seeds and keeps the first seed's model in
-:func:`going_further_dir`; notebook 08 loads that model, or trains a short version here.
+:func:`going_further_dir`; notebook 08 loads that model, or trains a short version here. Both
+are read by :mod:`helper_utils.checkpoints`, which refuses a stopped run as it does for the core
+notebooks.
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from helper_utils.checkpoints import CLASSIFIER_FILE, ENCODER_FILE, CheckpointError, load_classifier, load_encoder
 from helper_utils.device import get_device
 from helper_utils.files import atomic_path
 from helper_utils.going_further.models import WideMobileNetBackbone, WideMobileNetClassifier
-from helper_utils.recipes import (STRONG_AUGMENT, ClassifierRecipe, SiameseRecipe, fit_classifier, fit_siamese,
-                                  load_encoder)
-from helper_utils.training import checkpoint_dir, load_checkpoint
+from helper_utils.recipes import STRONG_AUGMENT, ClassifierRecipe, SiameseRecipe, fit_classifier, fit_siamese
+from helper_utils.training import checkpoint_dir
 
 __all__ = ["GoingFurtherRecipe", "going_further_dir", "fit_going_further", "load_or_train_going_further"]
 
@@ -61,7 +63,7 @@ def fit_going_further(recipe: GoingFurtherRecipe | None = None, device=None, pro
     device = device or get_device()
     model, cls_history = fit_classifier(recipe.classifier, model=model, device=device, progress=progress,
                                         save_dir=save_dir)
-    load_checkpoint(model, save_dir / "classifier_best.pt", device)  # the best epoch, not the last
+    model, _ = load_classifier(save_dir / CLASSIFIER_FILE, model, device)  # the best epoch, not the last
     encoder, siamese_history = fit_siamese(model.backbone, recipe.siamese, device=device, progress=progress,
                                            eval_dataset=eval_dataset, save_dir=save_dir)
     with atomic_path(save_dir / "recipe.json") as tmp:  # which recipe made these files
@@ -77,34 +79,35 @@ def load_or_train_going_further(device=None, save_dir: Path | None = None, progr
     kept apart, in ``<save_dir>/short``, so it is never mistaken for the benchmark's model.
 
     Returns:
-        ``(classifier, encoder, message)``: the message says which it was.
+        ``(classifier, encoder, message)``: the message says which it was, and why when a model
+        was there but refused (a stopped run, a corrupt file).
     """
     device = device or get_device()
     save_dir = Path(save_dir) if save_dir is not None else going_further_dir()
     recipe = recipe or GoingFurtherRecipe()
-    if _has_going_further(save_dir):
-        classifier, encoder, meta = _load_going_further(save_dir, recipe, device)
+    try:
+        classifier, encoder, checkpoint = _load_going_further(save_dir, recipe, device)
         return classifier, encoder, (f"Loaded the going-further model that `make bench` trained, from {save_dir} "
-                                     f"(classifier epoch {meta['epoch']}, validation accuracy {meta['val_acc']:.1%}).")
+                                     f"(classifier {checkpoint.describe()}).")
+    except CheckpointError as error:
+        bench = (f"No `make bench` model in {save_dir}" if error.reason == "missing" else
+                 f"The `make bench` model in {save_dir} is not usable ({error.path.name} {error.why})")
     short = recipe.shortened(*short_epochs)
     note = (f"a SHORT version ({short.classifier.epochs} + {short.siamese.epochs} epochs instead of "
             f"{recipe.classifier.epochs} + {recipe.siamese.epochs}); run `make bench` for the full model")
-    if _has_going_further(save_dir / "short"):
-        classifier, encoder, meta = _load_going_further(save_dir / "short", recipe, device)
-        return classifier, encoder, (f"No `make bench` model in {save_dir}: loaded {note}, trained here earlier "
-                                     f"(validation accuracy {meta['val_acc']:.1%}).")
-    classifier, encoder, histories = fit_going_further(short, device=device, progress=progress,
-                                                       save_dir=save_dir / "short")
-    return classifier.eval(), encoder.eval(), (f"No `make bench` model in {save_dir}: trained {note} here "
-                                               f"(best validation accuracy {histories['classifier']['best_val_acc']:.1%}).")
-
-
-def _has_going_further(folder: Path) -> bool:
-    return all((folder / name).exists() for name in ("classifier_best.pt", "encoder_best.pt"))
+    try:
+        classifier, encoder, checkpoint = _load_going_further(save_dir / "short", recipe, device)
+        return classifier, encoder, f"{bench}: loaded {note}, trained here earlier ({checkpoint.describe()})."
+    except CheckpointError:
+        pass  # none yet, or one that cannot be used: train it again
+    fit_going_further(short, device=device, progress=progress, save_dir=save_dir / "short")
+    classifier, encoder, checkpoint = _load_going_further(save_dir / "short", recipe, device)  # what it saved
+    return classifier, encoder, f"{bench}: trained {note} here ({checkpoint.describe()})."
 
 
 def _load_going_further(folder: Path, recipe: GoingFurtherRecipe, device):
-    classifier = WideMobileNetClassifier(7, WideMobileNetBackbone(recipe.config))
-    meta = load_checkpoint(classifier, folder / "classifier_best.pt", device)
-    encoder = load_encoder(folder / "encoder_best.pt", WideMobileNetBackbone(recipe.config), device)
-    return classifier.to(device).eval(), encoder.to(device).eval(), meta
+    """The wide classifier and encoder saved in ``folder`` and the classifier's checkpoint (``CheckpointError`` if refused)."""
+    classifier, checkpoint = load_classifier(folder / CLASSIFIER_FILE, WideMobileNetClassifier(
+        7, WideMobileNetBackbone(recipe.config)), device)
+    encoder, _ = load_encoder(folder / ENCODER_FILE, WideMobileNetBackbone(recipe.config), device)
+    return classifier, encoder, checkpoint

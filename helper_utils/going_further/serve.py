@@ -420,7 +420,7 @@ def build(out_dir: str | Path = DEFAULT_DIR, checkpoints: str | Path | None = No
         The manifest written to ``<out_dir>/service.json``.
 
     Raises:
-        CheckpointNotFoundError: a trained checkpoint is missing (the message says how to make it).
+        CheckpointError: a trained checkpoint is missing or refused (the message says why and how to make it).
         DatasetNotFoundError: the photos are not fetched.
     """
     from helper_utils.data import ClothingDataset, dataset_dir
@@ -534,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = ["run", *argv]  # `python -m helper_utils.going_further.serve --port 8000` means `run`
     args = _parser().parse_args(argv)
     from helper_utils.data import DatasetNotFoundError
-    from helper_utils.going_further.export import CheckpointNotFoundError
+    from helper_utils.checkpoints import CheckpointError
 
     try:
         if args.command == "build":
@@ -547,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"(python -m helper_utils.going_further.serve build --out {args.dir}).", flush=True)
             _build_and_say(args.dir)
         app = create_app(args.dir, args.dir / INDEX_DIR, image_root=args.image_root, threads=args.threads)
-    except (CheckpointNotFoundError, DatasetNotFoundError, FileNotFoundError, ValueError) as error:
+    except (CheckpointError, DatasetNotFoundError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)  # one line that says what to rebuild, no traceback
         return 1
     import uvicorn

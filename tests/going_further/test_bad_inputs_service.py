@@ -20,7 +20,7 @@ from helper_utils.data import DATASET_FOLDER
 from helper_utils.going_further import serve
 from helper_utils.going_further.search_index import SearchIndex
 from helper_utils.reference import MobileNetBackbone, MobileNetLikeClassifier, SiameseEncoder
-from helper_utils.training import _save_best, save_checkpoint
+from helper_utils.checkpoints import BestEpochFiles, save_checkpoint
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx`")
@@ -274,7 +274,7 @@ def _wrong_weights(folder):
 
 def _stopped_run(folder):
     save_checkpoint({"state_dict": SiameseEncoder(MobileNetBackbone()).state_dict()}, folder / "encoder_best.pt")
-    _save_best(MobileNetLikeClassifier(7), 82, 0.5, folder / "classifier_best.pt", None, 120)
+    BestEpochFiles(120).add(folder / "classifier_best.pt", MobileNetLikeClassifier(7)).save(82, 0.5)  # then stopped
 
 
 CHECKPOINTS = {

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from helper_utils.going_further import export
+from helper_utils.checkpoints import save_checkpoint
 from helper_utils.data import CLASSES_7
+from helper_utils.going_further import export
 from helper_utils.reference import MobileNetBackbone, MobileNetLikeClassifier, SiameseEncoder
-from helper_utils.training import save_checkpoint
 
 
 def _models(seed=0):
@@ -103,9 +103,11 @@ def test_latency_reports_both_engines(exported):
 
 
 def test_missing_checkpoint_says_how_to_make_it(tmp_path):
-    with pytest.raises(export.CheckpointNotFoundError, match=r"encoder_best\.pt.*\n.*notebook 05"):
-        export.load_encoder(tmp_path)
-    with pytest.raises(export.CheckpointNotFoundError, match=r"classifier_best\.pt.*\n.*notebook 03"):
+    from helper_utils.checkpoints import CheckpointNotFoundError
+
+    with pytest.raises(CheckpointNotFoundError, match=r"encoder_best\.pt.*\n.*notebook 05"):
+        export.export_models(tmp_path / "out", tmp_path, classifier=_models()[1])
+    with pytest.raises(CheckpointNotFoundError, match=r"classifier_best\.pt.*\n.*notebook 03"):
         export.export_models(tmp_path / "out", tmp_path, encoder=_models()[0])
     assert not (tmp_path / "out" / "classifier.onnx").exists()
 

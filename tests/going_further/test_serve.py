@@ -20,7 +20,7 @@ from helper_utils.data import CLASSES_7, DATASET_FOLDER
 from helper_utils.going_further.export import reference_outputs, resize_for_model
 from helper_utils.reference import MobileNetBackbone, MobileNetLikeClassifier, SiameseEncoder
 from helper_utils.going_further.search_index import SearchIndex
-from helper_utils.training import save_checkpoint
+from helper_utils.checkpoints import save_checkpoint
 from helper_utils.widgets import load_query_image
 
 with warnings.catch_warnings():

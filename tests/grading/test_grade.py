@@ -440,49 +440,6 @@ def test_points_table_matches_the_kit_notebooks():
         assert any(set(e.defines) & set(defined_names(src)) for src in sources), e
 
 
-# ---------------------------------------------------------------------------------------
-# The two job files of the instructors' guide
-# ---------------------------------------------------------------------------------------
-
-def _bash(expression: str, env: dict) -> str:
-    import subprocess
-
-    return subprocess.run(["bash", "-c", f'echo "{expression}"'], env=env, capture_output=True, text=True,
-                          check=True).stdout.strip()
-
-
-def test_kubernetes_indexed_job_covers_every_shard_once():
-    import yaml
-
-    job = yaml.safe_load((ROOT / "docs" / "grading" / "grade-job.yaml").read_text())
-    spec = job["spec"]
-    assert job["kind"] == "Job" and spec["completionMode"] == "Indexed"
-    container = spec["template"]["spec"]["containers"][0]
-    shards = int(next(e["value"] for e in container["env"] if e["name"] == "SHARDS"))
-    assert spec["completions"] == shards
-    command = container["args"][0]
-    assert command.startswith("python -m unittests.grade ")
-    shard = re.search(r"--shard (.+?) --out", command).group(1)
-    got = [grader_cli._shard(_bash(shard, {"JOB_COMPLETION_INDEX": str(i), "SHARDS": str(shards)}))
-           for i in range(shards)]
-    assert got == [(i, shards) for i in range(1, shards + 1)]
-
-
-def test_slurm_array_job_covers_every_shard_once():
-    import subprocess
-
-    path = ROOT / "docs" / "grading" / "grade-array.sbatch"
-    text = path.read_text()
-    subprocess.run(["bash", "-n", str(path)], check=True)
-    first, last = map(int, re.search(r"#SBATCH --array=(\d+)-(\d+)", text).group(1, 2))
-    shard = re.search(r'^shard="(.+?)"', text, re.M).group(1)
-    assert '--shard "${shard}"' in text and "-m unittests.grade" in text
-    n = last - first + 1
-    got = [grader_cli._shard(_bash(shard, {"SLURM_ARRAY_TASK_ID": str(i), "SLURM_ARRAY_TASK_COUNT": str(n)}))
-           for i in range(first, last + 1)]
-    assert got == [(i, n) for i in range(1, n + 1)]
-
-
 def test_plain_kernels_grade_alike(tmp_path):
     """--no-fork: every kernel started from scratch (no zygote) gives the same gradebook."""
     subs = tmp_path / "submissions"

@@ -183,3 +183,48 @@ def test_each_answer_is_mapped_to_the_heading_of_the_section_teaching_it():
                 nbformat.v4.new_code_cell(SOLUTION, metadata={"tags": ["exercise"]}),
                 nbformat.v4.new_code_cell("helper = 1", metadata={"tags": ["export"]})]
     assert release.exercise_sections(nb) == {"Block": "2. Exercise: a block"}
+
+
+# ---------------------------------------------------------------------------------------
+# The hand-in note
+# ---------------------------------------------------------------------------------------
+
+def test_every_graded_learner_notebook_ends_with_the_one_hand_in_note():
+    from unittests.grading.points import EXERCISES
+
+    graded = {f"{e.notebook}.ipynb" for e in EXERCISES}
+    with_note = set()
+    for path in sorted(release.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        cells = nbformat.read(path, as_version=4).cells
+        notes = [c for c in cells if release.HAND_IN_TAG in c.metadata.get("tags", [])]
+        if notes:
+            with_note.add(path.name)
+            assert notes == [cells[-1]] and cells[-1].cell_type == "markdown", f"{path.name}: the note is not last"
+            assert cells[-1].source == release.hand_in_note(path.name)  # from the one template, with its name
+        solution = nbformat.read(release.SOLUTIONS / path.name, as_version=4)
+        assert not any(release.HAND_IN_TAG in c.metadata.get("tags", []) for c in solution.cells)  # generated only
+    assert with_note == graded
+
+
+def test_hand_in_note_says_what_the_class_grader_does():
+    from unittests.grading.cells import RUN_TAGS
+
+    note = release.hand_in_note("02_inverted_residual_block.ipynb")
+    assert "`02_inverted_residual_block.ipynb`" in note and "keep its file name" in note
+    assert release.START in note and "inside the exercise cell" in note
+    assert "exercise" in RUN_TAGS and not {"grader", "colab-setup", release.HAND_IN_TAG} & set(RUN_TAGS)
+
+
+def test_release_appends_the_note_only_to_notebooks_with_exercises(tmp_path):
+    solutions = _notebook(tmp_path)
+    plain = nbformat.v4.new_notebook()
+    plain.cells = [nbformat.v4.new_markdown_cell("# No exercise"), nbformat.v4.new_code_cell("x = 1")]
+    nbformat.write(plain, solutions / "08_plain.ipynb")
+    release.release(solutions, tmp_path)
+    demo = nbformat.read(tmp_path / "01_demo.ipynb", as_version=4)
+    assert demo.cells[-1].source == release.hand_in_note("01_demo.ipynb") and len(demo.cells) == 4
+    assert len(nbformat.read(tmp_path / "08_plain.ipynb", as_version=4).cells) == 2
+    # an edited note is drift like any other
+    edited = (tmp_path / "01_demo.ipynb").read_text().replace("keep its file name", "rename it freely")
+    (tmp_path / "01_demo.ipynb").write_text(edited)
+    assert release.release(solutions, tmp_path, check=True) == [tmp_path / "01_demo.ipynb"]

@@ -55,6 +55,24 @@ def test_load_or_train_going_further_trains_short_then_loads(synthetic_imagefold
     assert torch.allclose(again(x), encoder(x), atol=1e-5)
 
 
+
+def test_a_stopped_make_bench_run_is_never_loaded_as_the_full_model(synthetic_imagefolder, monkeypatch, tmp_path):
+    """Drift: the going-further loader took the best epoch of a stopped run for the benchmark's finished model."""
+    from helper_utils.checkpoints import BestEpochFiles, read_checkpoint, save_model
+
+    monkeypatch.setenv("FASHION_KIT_DATA", str(synthetic_imagefolder))
+    BestEpochFiles(60).add(tmp_path / "classifier_best.pt", WideMobileNetClassifier(7)).save(3, 0.5)  # then killed
+    save_model(SiameseRecipe().make_model(WideMobileNetBackbone()), tmp_path / "encoder_best.pt", finished=True)
+    classifier, _, message = load_or_train_going_further("cpu", tmp_path, progress=False, recipe=TINY_GOING_FURTHER,
+                                                         short_epochs=(1, 1))
+    assert not message.startswith("Loaded") and "stopped after epoch 3 of 60, not a finished one" in message
+    assert "trained a SHORT version" in message
+    short = read_checkpoint(tmp_path / "short" / "classifier_best.pt")
+    assert f"(epoch {short.info['epoch']}, validation accuracy {short.info['val_acc']:.1%})" in message
+    for name, value in short.state_dict.items():  # what it returns is the short run's best epoch, as reported
+        assert torch.equal(classifier.state_dict()[name], value), name
+
+
 @pytest.fixture
 def tiny_recipes(monkeypatch, tmp_path):
     """Every recipe cut to one or two epochs on synthetic data with all ten classes (three are only measured)."""
@@ -123,7 +141,7 @@ def test_unknown_recipe_is_a_clear_error():
 
 def test_siamese_sweep_trains_each_variation_from_one_backbone(synthetic_imagefolder, monkeypatch, tmp_path):
     from helper_utils.reference import MobileNetBackbone
-    from helper_utils.training import save_checkpoint
+    from helper_utils.checkpoints import save_checkpoint
     from tools import siamese_sweep
 
     monkeypatch.setenv("FASHION_KIT_DATA", str(synthetic_imagefolder))
