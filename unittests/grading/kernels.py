@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from helper_utils.paths import DATA_ENV, REPO
+from helper_utils.paths import DATA_ENV, REPO, data_root
 from unittests.grading import forkkernel
 
 __all__ = ["KIT", "Starter", "kernel_env", "job_for", "kernel_manager", "zmq_context", "isolation"]
@@ -48,8 +48,6 @@ def kernel_env(scratch: Path, sandboxed: bool) -> dict:
 
 def job_for(starter: "Starter", scratch: Path, runtime: Path, settings, sandboxed: bool, hidden: list[Path]) -> dict:
     """What the launcher and the warden need to know about one kernel (``FASHION_GRADE_JOB``)."""
-    from helper_utils.paths import data_root
-
     data = data_root()
     return {"zygote": starter.socket, "kit": str(KIT), "scratch": str(scratch), "runtime": str(runtime),
             "newroot": str(runtime / "root"), "memory_mb": settings.memory_mb, "disk_mb": settings.disk_mb,
