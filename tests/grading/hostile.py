@@ -185,3 +185,16 @@ print("survived")
 '''
 _result = subprocess.run([sys.executable, "-c", _HOG], capture_output=True, text=True)
 """
+
+
+def fork_bomb(children: int) -> str:
+    """Sleeping child processes, as many as ``children``."""
+    return f"""\
+import os, time
+
+for _ in range({children}):
+    if os.fork() == 0:
+        time.sleep(60)
+        os._exit(0)
+time.sleep(5)
+"""

@@ -450,14 +450,18 @@ def test_plain_kernels_grade_alike(tmp_path):
     assert [(r.learner, r.status, r.points) for r in results] == [("solutions", "ok", 1), ("untouched", "failed", 0)]
 
 
-def test_the_memory_cap_covers_child_processes(tmp_path):
-    """A child process that touches 1.5 GB under --memory-mb 256 is stopped, and its notebook says why."""
+def test_the_memory_cap_covers_child_processes_and_their_number(tmp_path):
+    """A child process that touches 1.5 GB under --memory-mb 256 is stopped, and so is a fork bomb."""
     subs = tmp_path / "submissions"
     _write(subs / "hog", B, _prepend_to_exercise(_notebook("solution", B), "InvertedResidualBlock",
                                                  hostile.child_memory(1536)))
+    _write(subs / "bomb", B, _prepend_to_exercise(_notebook("solution", B), "InvertedResidualBlock",
+                                                  hostile.fork_bomb(400)))
     settings = grader_cli.Settings(notebook_timeout_s=120, cell_timeout_s=60, memory_mb=256)
-    [result] = grader_cli.grade_submissions(subs, tmp_path / "out" / "grades.csv", [B], settings=settings)
-    assert result.status == "error" and "more than the 256 MB allowed" in result.note, result.note
+    results = grader_cli.grade_submissions(subs, tmp_path / "out" / "grades.csv", [B], settings=settings)
+    notes = {r.learner: (r.status, r.note) for r in results}
+    assert notes["hog"][0] == "error" and "more than the 256 MB allowed" in notes["hog"][1], notes
+    assert notes["bomb"][0] == "error" and "more than 256 processes" in notes["bomb"][1], notes
 
 
 def test_a_killed_kernel_starter_is_restarted_and_its_notebooks_regraded(tmp_path):

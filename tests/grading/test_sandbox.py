@@ -125,3 +125,4 @@ def test_disk_use_counts_blocks_not_claimed_sizes(tmp_path):
         f.truncate(2**30)
     (tmp_path / "real").write_bytes(b"x" * 2**20)
     assert 0.9 < sandbox.tree_disk_mb(tmp_path) < 2
+

@@ -234,7 +234,8 @@ def harden(disk_mb: int) -> None:
     """Limits every kernel gets on Linux, with or without namespaces.
 
     Dies with its parent (the warden), cannot be read by its own children (``ptrace``,
-    ``/proc/1/mem``), writes no core file and no single file over ``disk_mb``.
+    ``/proc/1/mem``), writes no core file and no single file over ``disk_mb``. (How many
+    processes it starts is the warden's to count: ``RLIMIT_NPROC`` does not hold for root.)
     """
     import resource
 

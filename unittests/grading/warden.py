@@ -10,9 +10,9 @@ never runs learner code. It
    read by its own children, writes no file over the disk limit), drops every capability, gives
    the key to the recorder's audit hook and becomes an IPython kernel;
 3. watches it: when the kernel ends, when the grader lets go of it (the connection from the
-   launcher closes), or when the kernel's child processes together pass the memory limit (or,
-   without namespaces, the scratch copy passes the disk limit), it kills the kernel and every
-   process below itself, then signs a last line saying why, and exits.
+   launcher closes), or when the kernel's child processes together pass the memory limit or
+   ``MAX_PROCESSES`` (or, without namespaces, the scratch copy passes the disk limit), it kills
+   the kernel and every process below itself, then signs a last line saying why, and exits.
 
 So every process a learner's code starts is gone when its notebook's grading ends, and the
 channel's end of file tells the grader exactly that.
@@ -42,6 +42,7 @@ PRELOAD = (  # what the notebooks' set-up cells import, imported once before any
     "ipykernel.kernelapp",
 )
 POLL_S = 0.2  # how often the warden looks at the kernel's processes
+MAX_PROCESSES = 256  # that a kernel may start (a fork bomb is stopped at the next look)
 DISK_POLL_S = 1.0  # without namespaces: how often it measures the scratch copy
 
 
@@ -157,6 +158,8 @@ def _watch(pid: int, job: dict, launcher: socket.socket) -> str:
         if _reaped(pid):
             return ""
         below = [p for p in sandbox.descendants(os.getpid()) if p != pid]  # detached ones come back here too
+        if len(below) > MAX_PROCESSES:
+            return f"the notebook started more than {MAX_PROCESSES} processes"
         if below:
             used = sum(sandbox.private_mb(p) for p in below)
             if used > job["memory_mb"]:
