@@ -108,6 +108,8 @@ BAD_INPUT = [  # (module, argv, words of the one-line error); {tmp} is the folde
     ("unittests.grade", ["{tmp}/nowhere", "--out", "{tmp}/g.csv"], "nowhere"),
     ("unittests.grade", ["--jobs", "many"], "--jobs: invalid int value"),
     ("unittests.grade", ["--shard", "5"], "expected i/n"),
+    ("tools.grade_bench", ["--learners", "0"], "--learners: must be an integer of at least 1"),
+    ("tools.grade_bench", ["--learners", "2", "--compare", "{tmp}/empty"], "is not a checkout of the kit"),
     ("tools.pin_dataset", [], "the following arguments are required: archive"),
     ("tools.pin_dataset", ["{tmp}/none.zip"], "no archive at"),
     ("tools.pin_dataset", ["{tmp}/corrupt.json"], "not a zip archive"),

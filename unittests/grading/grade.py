@@ -4,16 +4,24 @@
 ``notebooks/`` (``02_inverted_residual_block.ipynb``...). For each learner and graded notebook,
 in a fresh kernel whose working directory is a scratch copy of the learner's folder:
 
-1. a preamble wraps every ``unittests.test_*`` so that each report is appended as JSON to a
-   file outside the scratch folder (:mod:`unittests.grading.recorder`), and caps memory and output;
-2. the learner's set-up cells (tags ``export``, ``setup``) and exercise cells (``exercise``) run;
-   no training cell runs;
-3. the kit's own grader cells run (a learner's edited or deleted grader cell changes nothing).
+1. the recorder is armed (:mod:`unittests.grading.recorder`): every grader's report will be
+   signed, the kit's own answers to this notebook are behind tripwires, memory and output capped;
+2. the learner's set-up and exercise cells run (:mod:`unittests.grading.cells`); no training cell runs;
+3. the kit's own grader cells run (a learner's edited or deleted grader cell changes nothing),
+   then the recorder's last check of the kit.
 
-Each exercise's points (:mod:`unittests.grading.points`) are awarded when its grader's cases all pass.
-Nothing a submission does stops the run: an unreadable notebook, a renamed exercise, an endless
-loop (per-cell and per-notebook time limits), a dead kernel, memory exhaustion, a flood of
-output, deleted files (it only sees a scratch copy) all end as a status in the gradebook.
+What reaches the gradebook is decided here, from the signed messages of the kernel's channel
+(:mod:`unittests.grading.channel`), never from a file or output the learner's code can write.
+An exercise earns its points (:mod:`unittests.grading.points`) when every case of its grader
+passes; its answer being the kit's own, or the notebook changing the grader, is ``rejected``.
+
+On Linux each kernel runs in a sandbox (:mod:`unittests.grading.sandbox`, started by a warden:
+:mod:`unittests.grading.warden`): no network, a read-only kit, its own scratch copy, its own
+processes only, memory and disk capped, and every process it started killed when its notebook
+is done. The grader says at the start what isolation this machine gives. Nothing a submission
+does stops the run: an unreadable notebook, a renamed exercise, an endless loop, a dead kernel,
+memory exhaustion, a flood of output, a killed kernel starter (restarted; the notebooks it hit
+are graded again) all end as a status in the gradebook.
 
 Sharding: ``--shard i/n`` grades the learners whose index in sorted order is ``i-1`` modulo
 ``n``; ``--merge part1.csv part2.csv ... --out grades.csv`` joins the partial gradebooks.
@@ -27,24 +35,25 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from helper_utils.cli import ArgumentParser, one_line
-from helper_utils.paths import REPO
+from unittests.grading import forkkernel, kernels, sandbox
 from unittests.grading.cells import learner_cells
+from unittests.grading.channel import Reader
 from unittests.grading.gradebook import ExerciseResult, merge, write_csv, write_feedback
-from unittests.grading.forkkernel import ZYGOTE_ENV
 from unittests.grading.points import Exercise, notebook_exercises
+from unittests.grading.submission import Refused, display_name, learners, stage
 
-__all__ = ["Settings", "grade_class", "grade_submissions", "learners", "shard_of", "main"]
+__all__ = ["Settings", "grade_class", "grade_submissions", "shard_of", "main"]
 
-KIT = REPO  # the kit's root: its helper_utils/ and unittests/ go first on the path
+NOTE_CHARS = 300  # of a learner's error message in the feedback
+MAX_NOTEBOOK_MB = 50  # a notebook file bigger than this is not read
 
 
 @dataclass(frozen=True)
@@ -53,82 +62,55 @@ class Settings:
 
     notebook_timeout_s: float = 180.0  # per notebook, kernel start included
     cell_timeout_s: float = 60.0  # per cell; the graders' own limit is 30 s
-    memory_mb: int = 2048  # address space a submission's code may add to its kernel
+    memory_mb: int = 2048  # the kernel may add this much; its child processes together as much again
+    disk_mb: int = 512  # a submission folder, and what a kernel may write (scratch copy, /tmp, /dev/shm)
     output_chars: int = 100_000  # of stdout and of stderr, per notebook; the rest is dropped in the kernel
     jobs: int = 2  # kernels at a time
-    fork: bool = True  # fork kernels from a zygote that imported the kit (Linux); else plain ipykernel
+    fork: bool = True  # fork kernels from a zygote that imported the kit (Linux); else one launcher each
+    sandbox: bool = True  # Linux namespaces where the machine allows them
+
+
+@dataclass
+class _Run:
+    """What every notebook of one run shares."""
+
+    submissions: Path
+    workdir: Path
+    settings: Settings
+    starter: kernels.Starter
+    sandboxed: bool
+    context: object
+    hidden: list[Path]
+    tokens: dict = field(default_factory=dict)
+
+    def token(self, learner: str, notebook: str) -> str:
+        """A short name for the scratch and socket folders (learner names can be anything)."""
+        return self.tokens.setdefault((learner, notebook), f"j{len(self.tokens):05d}")
 
 
 # ---------------------------------------------------------------------------------------
-# Kernels
+# Cells the grader sends
 # ---------------------------------------------------------------------------------------
 
-class _Zygote:
-    """The process that forks kernels (:mod:`unittests.grading.forkkernel`), and the kernel spec that reaches it."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.socket = str(workdir / "zygote.sock")
-        spec = workdir / "kernels" / "fashion-grade"
-        spec.mkdir(parents=True)
-        argv = [sys.executable, "-I", str(Path(__file__).with_name("forkkernel.py")), "proxy",
-                "-f", "{connection_file}"]
-        (spec / "kernel.json").write_text(json.dumps(
-            {"argv": argv, "display_name": "grading", "language": "python", "interrupt_mode": "signal"}))
-        self.kernel_dirs = [str(spec.parent)]
-        env = {**os.environ, "PYTHONPATH": _pythonpath(), "MPLBACKEND": "agg", "OMP_NUM_THREADS": "1"}
-        self.process = subprocess.Popen([sys.executable, "-m", "unittests.grading.forkkernel", "serve", self.socket],
-                                        cwd=KIT, env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                        text=True)
-        line = self.process.stdout.readline().strip()
-        if line != "ready":
-            self.close()
-            raise RuntimeError(f"the kernel zygote did not start (it said {line!r}); try --no-fork")
-
-    def close(self) -> None:
-        self.process.kill()
-        self.process.wait()
+def _preamble(notebook: str, settings: Settings) -> str:
+    return ("import unittests.grading.recorder as _recorder\n"
+            f"_recorder.arm({notebook!r}, memory_mb={settings.memory_mb}, output_chars={settings.output_chars})\n"
+            "del _recorder\n")
 
 
-def _pythonpath() -> str:
-    rest = os.environ.get("PYTHONPATH", "")
-    return str(KIT) + (os.pathsep + rest if rest else "")
-
-
-def _kernel_manager(zygote: _Zygote | None):
-    from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_client.manager import AsyncKernelManager
-
-    if zygote is None:
-        return AsyncKernelManager(kernel_name="python3")
-    return AsyncKernelManager(kernel_name="fashion-grade",
-                              kernel_spec_manager=KernelSpecManager(kernel_dirs=zygote.kernel_dirs))
+FINISH = "import unittests.grading.recorder as _recorder\n_recorder.finish()\n"
 
 
 def _client_class():
     from nbclient import NotebookClient
 
     class QuietClient(NotebookClient):
-        """Keeps no cell output: the results come from the record file, errors from the execute reply."""
+        """Keeps no cell output: the results come from the channel, errors from the execute reply."""
 
         def output(self, outs, msg, display_id, cell_index):
             return None
 
     return QuietClient
-
-
-def _preamble(record: Path, settings: Settings) -> str:
-    # The kit's packages are imported with the working directory off the path, so that a
-    # submission folder holding its own `unittests` cannot stand in for the kit's.
-    return (
-        "import os as _os, sys as _sys\n"
-        "_path = list(_sys.path)\n"
-        "_sys.path[:] = [p for p in _sys.path if p not in ('', '.', _os.getcwd())]\n"
-        "import unittests, unittests.grading.recorder, helper_utils\n"
-        "_sys.path[:] = _path\n"
-        f"unittests.grading.recorder.install({str(record)!r}, memory_mb={settings.memory_mb}, "
-        f"output_chars={settings.output_chars})\n"
-        "del _os, _sys, _path\n"
-    )
 
 
 async def _interrupt(client, deadline: float) -> bool:
@@ -163,15 +145,6 @@ async def _stop(client) -> None:
             await km.shutdown_kernel(now=True)
 
 
-def _kernel_env(scratch: Path, zygote: _Zygote | None) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "UNITTESTS_STRICT"}  # a failing grader must not raise
-    env.update({"PYTHONPATH": _pythonpath(), "HOME": str(scratch), "MPLBACKEND": "agg", "OMP_NUM_THREADS": "1",
-                "FASHION_KIT_CHECKPOINTS": str(scratch / ".checkpoints"), "PYDEVD_DISABLE_FILE_VALIDATION": "1"})
-    if zygote is not None:
-        env[ZYGOTE_ENV] = zygote.socket
-    return env
-
-
 # ---------------------------------------------------------------------------------------
 # One notebook
 # ---------------------------------------------------------------------------------------
@@ -183,47 +156,76 @@ def _results(learner: str, notebook: str, exercises, status: str, note: str) -> 
 def _error_line(error: Exception) -> str:
     ename = getattr(error, "ename", type(error).__name__)
     evalue = getattr(error, "evalue", str(error))
-    return " ".join(f"{ename}: {evalue}".split())[:300]
+    return " ".join(f"{ename}: {evalue}".split())[:NOTE_CHARS]
 
 
-async def grade_notebook(learner: str, folder: Path, notebook: str, workdir: Path, settings: Settings,
-                         zygote: _Zygote | None) -> list[ExerciseResult]:
-    """Grade ``folder/<notebook>.ipynb`` in a fresh kernel; one result per exercise of the points table."""
+def _read_notebook(path: Path):
+    import nbformat
+
+    if path.stat().st_size > MAX_NOTEBOOK_MB * 2**20:
+        raise ValueError(f"{path.name} is larger than {MAX_NOTEBOOK_MB} MB")
+    return nbformat.reads(path.read_text(encoding="utf-8", errors="replace"), as_version=4)
+
+
+async def grade_notebook(run: _Run, learner: str, notebook: str) -> list[ExerciseResult]:
+    """Grade one learner's ``<notebook>.ipynb`` in a fresh kernel; one result per exercise of the points table."""
+    exercises = notebook_exercises(notebook)
+    shown = display_name(learner)
+    token = run.token(learner, notebook)
+    scratch, runtime = run.workdir / "scratch" / token, run.workdir / "run" / token
+    try:
+        path = stage(run.submissions / learner, notebook, scratch, run.settings.disk_mb)
+        cells = learner_cells(_read_notebook(path), notebook, exercises)
+    except FileNotFoundError:
+        return _results(shown, notebook, exercises, "missing", f"no {notebook}.ipynb in the submission")
+    except Refused as e:
+        return _results(shown, notebook, exercises, "error", f"refused: {e}")
+    except OSError as e:
+        return _results(shown, notebook, exercises, "error", f"the folder could not be copied: {_error_line(e)}")
+    except Exception as e:  # invalid JSON, not a notebook, a cell without source...
+        return _results(shown, notebook, exercises, "error", f"{notebook}.ipynb could not be read: {_error_line(e)}")
+    else:
+        (runtime / "root").mkdir(parents=True)
+        reader, trouble, stopped = await _run_cells(run, notebook, cells, exercises, scratch, runtime)
+        return [_exercise_result(shown, notebook, e, reader, trouble, stopped) for e in exercises]
+    finally:
+        _remove(scratch, runtime)
+
+
+def _remove(*folders: Path) -> None:
+    import shutil
+
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _run_cells(run: _Run, notebook: str, cells, exercises, scratch: Path, runtime: Path):
+    """Run the program of one notebook in a new kernel; returns its channel, the cells' trouble, why it stopped."""
     import nbformat
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
-    exercises = notebook_exercises(notebook)
-    path = folder / f"{notebook}.ipynb"
-    if not path.is_file():
-        return _results(learner, notebook, exercises, "missing", f"no {path.name} in the submission")
-    try:
-        nb = nbformat.read(path, as_version=4)
-        cells = learner_cells(nb, notebook, exercises)
-    except Exception as e:  # invalid JSON, not a notebook, a cell without source...
-        return _results(learner, notebook, exercises, "error", f"{path.name} could not be read: {_error_line(e)}")
-
-    scratch = workdir / "scratch" / learner / notebook
-    try:
-        shutil.copytree(folder, scratch, symlinks=True)
-    except (OSError, shutil.Error) as e:  # an unreadable file, a socket...
-        return _results(learner, notebook, exercises, "error", f"the folder could not be copied: {_error_line(e)}")
-    record = workdir / "records" / f"{learner}.{notebook}.jsonl"
-    record.parent.mkdir(parents=True, exist_ok=True)
-
-    program = [("preamble", _preamble(record, settings), ())] + cells
-    # The grader calls come from the points table (the kit's grader cells, tests/test_grade.py checks),
+    settings = run.settings
+    program = [("preamble", _preamble(notebook, settings), ())] + cells
+    # The grader calls come from the points table (the kit's grader cells, tests/grading/test_grade.py checks),
     # never from the submission.
-    program += [("grader", e.call, (e.grader,)) for e in exercises]
+    program += [("grader", e.call, (e.grader,)) for e in exercises] + [("finish", FINISH, ())]
     run_nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for _, src, _ in program])
-    client = _client_class()(run_nb, km=_kernel_manager(zygote), timeout=settings.cell_timeout_s,
-                             allow_errors=False, interrupt_on_timeout=False, record_timing=False,
-                             shutdown_kernel="immediate", resources={"metadata": {"path": str(scratch)}})
+    client = _client_class()(run_nb, km=kernels.kernel_manager(run.starter, runtime, run.context),
+                             timeout=settings.cell_timeout_s, allow_errors=False, interrupt_on_timeout=False,
+                             record_timing=False, shutdown_kernel="immediate",
+                             resources={"metadata": {"path": str(scratch)}})
+    job = kernels.job_for(run.starter, scratch, runtime, settings, run.sandboxed, run.hidden)
+    env = {**kernels.kernel_env(scratch, run.sandboxed), forkkernel.JOB_ENV: json.dumps(job)}
+    (scratch / ".tmp").mkdir(exist_ok=True)
 
     trouble: dict[str, tuple[str, str]] = {}  # exercise or grader -> (status, note) when its cell did not finish
     deadline = time.monotonic() + settings.notebook_timeout_s
     stopped = ""  # why the remaining cells did not run
+    reader = None
     try:
-        async with client.async_setup_kernel(env=_kernel_env(scratch, zygote), cleanup_kc=True):
+        async with client.async_setup_kernel(env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                             cleanup_kc=True):
+            reader = Reader(os.dup(client.km.provisioner.process.stdout.fileno()))
             for index, (kind, source, owners) in enumerate(program):
                 left = deadline - time.monotonic()
                 if left <= 1:
@@ -255,32 +257,60 @@ async def grade_notebook(learner: str, folder: Path, notebook: str, workdir: Pat
         stopped = f"error: {_error_line(e)}"
     finally:
         await _stop(client)
-        shutil.rmtree(scratch, ignore_errors=True)
-
-    records = {}
-    if record.exists():
-        for line in record.read_text(encoding="utf-8", errors="replace").splitlines():
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                entry = json.loads(line)
-                records[entry["grader"]] = entry["cases"]  # a grader called twice: its last report counts
-    return [_exercise_result(learner, notebook, e, records, trouble, stopped) for e in exercises]
+    if reader is not None and not await asyncio.to_thread(reader.join, 30):
+        stopped = stopped or "error: the kernel's processes did not end"
+    return reader, trouble, stopped
 
 
-def _exercise_result(learner, notebook, exercise: Exercise, records, trouble, stopped) -> ExerciseResult:
+# ---------------------------------------------------------------------------------------
+# Verdicts: from the signed channel only
+# ---------------------------------------------------------------------------------------
+
+def _rejection(reader: Reader | None, stopped: str) -> str:
+    """Why every exercise of the notebook is rejected, or ``""``."""
+    if reader is None:
+        return ""
+    if reader.forged or reader.flooded:
+        return ("rejected: the grading channel received lines the grader did not write"
+                + (" (and more than it reads)" if reader.flooded else "") + ": the notebook tried to forge a result")
+    tampered = list(dict.fromkeys(m.get("what", "?") for m in reader.messages if m.get("kind") == "tamper"))
+    if tampered:
+        return f"rejected: the notebook changed the grader or reached for its key: {'; '.join(tampered)}"[:NOTE_CHARS]
+    finished = any(m.get("kind") == "finish" for m in reader.messages)
+    armed = any(m.get("kind") == "armed" for m in reader.messages)
+    if armed and not stopped and not finished:
+        return "rejected: the grader's last check did not report: the notebook interfered with the grader"
+    return ""
+
+
+def _exercise_result(learner: str, notebook: str, exercise: Exercise, reader: Reader | None, trouble: dict,
+                     stopped: str) -> ExerciseResult:
     result = ExerciseResult(learner, notebook, exercise.name, exercise.points, "error")
-    cases = records.get(exercise.grader)
-    own = trouble.get(exercise.name)
-    grader = trouble.get(exercise.grader)
-    if cases is not None:
-        result.cases = cases
-        result.status = "ok" if cases and all(c["passed"] for c in cases) else "failed"
+    messages = reader.messages if reader is not None else []
+    records = {m.get("grader"): m for m in messages if m.get("kind") == "record"}  # called twice: the last counts
+    killed = next((m.get("killed") for m in messages if m.get("kind") == "ended" and m.get("killed")), "")
+    start_error = next((m.get("what") for m in messages if m.get("kind") == "error"), "")
+    rejected = _rejection(reader, stopped)
+    record = records.get(exercise.grader)
+    own, grader = trouble.get(exercise.name), trouble.get(exercise.grader)
+    if rejected:
+        result.status, result.note = "rejected", rejected
+    elif record is not None and record.get("answer"):
+        result.status = "rejected"
+        result.note = (f"rejected: `{', '.join(exercise.defines)}` is the kit's own answer (imported from "
+                       "helper_utils), not the learner's code")
+    elif record is not None:
+        result.cases = [c for c in record.get("cases", []) if isinstance(c, dict)]
+        result.status = "ok" if result.cases and all(c.get("passed") is True for c in result.cases) else "failed"
         result.note = own[1] if own else ""  # e.g. the exercise cell raised after defining the answer
-        return result
-    if own and own[0] == "timeout" or grader and grader[0] == "timeout":
+    elif killed:
+        result.note = f"the kernel was stopped: {killed}"
+    elif own and own[0] == "timeout" or grader and grader[0] == "timeout":
         result.status, result.note = "timeout", (own or grader)[1]
     elif stopped:
         result.status = "timeout" if stopped == "timeout" else "error"
-        result.note = "the notebook ran past its time limit" if stopped == "timeout" else stopped[len("error: "):]
+        result.note = ("the notebook ran past its time limit" if stopped == "timeout"
+                       else start_error or stopped[len("error: "):])
     elif own:
         result.status, result.note = own
     elif grader and "NameError" in grader[1]:
@@ -291,18 +321,13 @@ def _exercise_result(learner, notebook, exercise: Exercise, records, trouble, st
     elif grader:
         result.status, result.note = grader
     else:
-        result.note = "the grader did not report"
+        result.note = start_error or "the grader did not report"
     return result
 
 
 # ---------------------------------------------------------------------------------------
 # A class
 # ---------------------------------------------------------------------------------------
-
-def learners(submissions: Path) -> list[str]:
-    """The learner folders in ``submissions``, sorted (the order sharding uses)."""
-    return sorted(p.name for p in submissions.iterdir() if p.is_dir() and not p.name.startswith("."))
-
 
 def shard_of(names: list[str], shard: tuple[int, int]) -> list[str]:
     """The learners of shard ``i`` of ``n`` (1-based): those whose sorted index % n == i - 1."""
@@ -312,34 +337,62 @@ def shard_of(names: list[str], shard: tuple[int, int]) -> list[str]:
     return [name for index, name in enumerate(names) if index % n == i - 1]
 
 
-async def grade_class(submissions: Path, notebooks: list[str], names: list[str],
-                      settings: Settings) -> list[ExerciseResult]:
-    """Grade ``notebooks`` of the learners ``names``, ``settings.jobs`` kernels at a time."""
+def _quiet_about_nbclient(loop, context: dict) -> None:
+    """Drop what nbclient's own background tasks raise once their kernel is gone (a dead kernel is a status here)."""
+    task = context.get("future")
+    coroutine = getattr(task, "get_coro", lambda: None)()
+    if getattr(coroutine, "__qualname__", "").startswith("NotebookClient."):
+        return
+    loop.default_exception_handler(context)
+
+
+async def grade_class(submissions: Path, notebooks: list[str], names: list[str], settings: Settings,
+                      hidden: list[Path] = (), sandboxed: bool = False) -> list[ExerciseResult]:
+    """Grade ``notebooks`` of the learners ``names``, ``settings.jobs`` kernels at a time.
+
+    Every process the grading started is gone when this returns (the gradebook is written after).
+    """
+    asyncio.get_running_loop().set_exception_handler(_quiet_about_nbclient)
+    linux = sys.platform.startswith("linux")
+    me = os.getpid()
+    before = frozenset(sandbox.descendants(me)) if linux else frozenset()
+    if linux:
+        sandbox.become_subreaper()  # an orphan of a killed kernel starter or warden comes back here
     with tempfile.TemporaryDirectory(prefix="fashion-grade-") as tmp:
         workdir = Path(tmp)
-        zygote = _Zygote(workdir) if settings.fork and sys.platform.startswith("linux") else None
+        starter = kernels.Starter(workdir, fork=settings.fork and linux)
+        context = kernels.zmq_context()
+        run = _Run(submissions, workdir, settings, starter, sandboxed, context, list(hidden))
         gate = asyncio.Semaphore(settings.jobs)
 
         async def one(learner: str, notebook: str) -> list[ExerciseResult]:
             async with gate:
-                try:
-                    return await grade_notebook(learner, submissions / learner, notebook, workdir, settings, zygote)
-                except Exception as e:  # a bug of the grader's own must not lose the rest of the class
-                    return _results(learner, notebook, notebook_exercises(notebook), "error",
-                                    f"the grader failed: {_error_line(e)}")
+                for attempt in range(2):
+                    generation = starter.generation
+                    try:
+                        results = await grade_notebook(run, learner, notebook)
+                    except Exception as e:  # a bug of the grader's own must not lose the rest of the class
+                        results = _results(display_name(learner), notebook, notebook_exercises(notebook), "error",
+                                           f"the grader failed: {_error_line(e)}")
+                    if starter.alive() or attempt:
+                        return results
+                    await asyncio.to_thread(starter.restart, generation)  # it died under this notebook: once more
+                return results
 
         try:
-            jobs = [one(learner, notebook) for learner in names for notebook in notebooks]
-            graded = await asyncio.gather(*jobs)
+            graded = await asyncio.gather(*[one(learner, notebook) for learner in names for notebook in notebooks])
         finally:
-            if zygote is not None:
-                zygote.close()
+            starter.close()
+            context.destroy(linger=0)
+            if linux:
+                sandbox.kill_descendants(me, spare=before)
+                sandbox.become_subreaper(False)
     return [r for results in graded for r in results]
 
 
 def grade_submissions(submissions: Path, out: Path, notebooks: list[str] | None = None,
                       shard: tuple[int, int] = (1, 1), settings: Settings = Settings()) -> list[ExerciseResult]:
-    """Grade a class and write ``out`` (CSV) and ``feedback/<learner>.md`` beside it."""
+    """Grade a class and write ``out`` (CSV) and ``feedback/<learner>.md`` beside it; prints the isolation it had."""
     from unittests.grading.points import EXERCISES
 
     if not submissions.is_dir():
@@ -350,7 +403,10 @@ def grade_submissions(submissions: Path, out: Path, notebooks: list[str] | None 
     if unknown:
         raise ValueError(f"notebooks {unknown} are not graded; choose from {known}")
     names = shard_of(learners(submissions), shard)
-    results = asyncio.run(grade_class(submissions, notebooks, names, settings))
+    sandboxed, line = kernels.isolation(settings.sandbox, settings.fork)
+    print(line, flush=True)
+    hidden = [submissions.resolve(), out.resolve().parent]
+    results = asyncio.run(grade_class(submissions, notebooks, names, settings, hidden, sandboxed))
     write_csv([r.row() for r in results], out)
     write_feedback(results, out.parent / "feedback")
     return results
@@ -373,8 +429,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=Settings.jobs, help="kernels at a time (default 2)")
     parser.add_argument("--timeout", type=float, default=Settings.notebook_timeout_s, help="seconds per notebook")
     parser.add_argument("--cell-timeout", type=float, default=Settings.cell_timeout_s, help="seconds per cell")
-    parser.add_argument("--memory-mb", type=int, default=Settings.memory_mb, help="memory a submission may add")
+    parser.add_argument("--memory-mb", type=int, default=Settings.memory_mb,
+                        help="memory a kernel may add, and its child processes together (default 2048)")
+    parser.add_argument("--disk-mb", type=int, default=Settings.disk_mb,
+                        help="size of a submission folder, and what a kernel may write (default 512)")
     parser.add_argument("--no-fork", action="store_true", help="start every kernel from scratch (slower)")
+    parser.add_argument("--no-sandbox", action="store_true", help="no Linux namespaces (the run says what that means)")
     args = parser.parse_args(argv)
     try:
         if args.merge:
@@ -384,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.submissions is None:
             parser.error("give SUBMISSIONS, or --merge PART_CSV...")
         settings = Settings(notebook_timeout_s=args.timeout, cell_timeout_s=args.cell_timeout,
-                            memory_mb=args.memory_mb, jobs=args.jobs, fork=not args.no_fork)
+                            memory_mb=args.memory_mb, disk_mb=args.disk_mb, jobs=args.jobs, fork=not args.no_fork,
+                            sandbox=not args.no_sandbox)
         start = time.perf_counter()
         results = grade_submissions(args.submissions, args.out, args.notebooks, args.shard, settings)
     except (ValueError, OSError) as e:  # bad input: one line, exit code 1, as every kit command

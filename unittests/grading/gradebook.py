@@ -2,29 +2,36 @@
 
 ``grades.csv`` has one row per learner, notebook and exercise::
 
-    learner, notebook, exercise, passed, total, points, max_points, status
+    learner, notebook, exercise, passed, total, points, max_points, status, note
 
 ``passed``/``total`` count the grader's cases; ``points`` is ``max_points`` when every case
-passed, else 0; ``status`` is one of ``STATUSES``.
+passed, else 0; ``status`` is one of ``STATUSES``; ``note`` says why when there are no points
+to give. A text cell that a spreadsheet would read as a formula (``=``, ``+``, ``-``, ``@``...)
+is written with a leading ``'``, so that a folder named ``=HYPERLINK(...)`` stays text.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["FIELDS", "STATUSES", "ExerciseResult", "write_csv", "read_csv", "write_feedback", "merge"]
+__all__ = ["FIELDS", "STATUSES", "ExerciseResult", "write_csv", "read_csv", "feedback_path", "write_feedback",
+           "merge"]
 
-FIELDS = ("learner", "notebook", "exercise", "passed", "total", "points", "max_points", "status")
+FIELDS = ("learner", "notebook", "exercise", "passed", "total", "points", "max_points", "status", "note")
 STATUSES = {
     "ok": "every case passed",
     "failed": "the grader ran; some cases failed",
     "error": "the exercise could not be graded: an error before the grader, an unreadable notebook, a dead kernel",
     "timeout": "the exercise or its grader ran past the time limit",
     "missing": "the notebook is not in the submission, or the exercise is not defined in it",
+    "rejected": "the answer is the kit's own, or the notebook changed the grader: 0 points, and the note says why",
 }
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")  # what a spreadsheet reads as a formula (OWASP)
 
 
 @dataclass
@@ -50,17 +57,28 @@ class ExerciseResult:
     def row(self) -> dict:
         return {"learner": self.learner, "notebook": self.notebook, "exercise": self.exercise,
                 "passed": self.passed, "total": len(self.cases), "points": self.points,
-                "max_points": self.max_points, "status": self.status}
+                "max_points": self.max_points, "status": self.status, "note": self.note}
+
+
+def _cell(value):
+    """A CSV cell a spreadsheet shows as text: a leading ``'`` before what would start a formula (or a ``'``)."""
+    if isinstance(value, str) and value.startswith((*_FORMULA_START, "'")):
+        return "'" + value
+    return value
+
+
+def _uncell(value: str) -> str:
+    return value[1:] if value.startswith("'") and value[1:].startswith((*_FORMULA_START, "'")) else value
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
     """Write ``rows`` sorted by learner, notebook and exercise order as given (stable)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     ordered = sorted(rows, key=lambda r: (r["learner"], r["notebook"]))
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with open(path, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()
-        writer.writerows(ordered)
+        writer.writerows({key: _cell(value) for key, value in row.items()} for row in ordered)
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -69,7 +87,16 @@ def read_csv(path: Path) -> list[dict]:
         reader = csv.DictReader(f)
         if tuple(reader.fieldnames or ()) != FIELDS:
             raise ValueError(f"{path}: columns {reader.fieldnames}, expected {list(FIELDS)}")
-        return list(reader)
+        return [{key: _uncell(value) for key, value in row.items()} for row in reader]
+
+
+def feedback_path(folder: Path, learner: str) -> Path:
+    """``folder/<learner>.md``, with a name any file system takes (odd or long names: shortened, plus a hash)."""
+    safe = re.sub(r"[^\w.\- ]", "_", learner).strip(" .") or "_"
+    if safe != learner or len(safe.encode()) > 100:
+        digest = hashlib.sha256(learner.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+        safe = f"{safe.encode()[:80].decode(errors='ignore')}-{digest}"
+    return folder / f"{safe}.md"
 
 
 def _feedback_text(learner: str, results: list[ExerciseResult]) -> str:
@@ -107,8 +134,8 @@ def write_feedback(results: list[ExerciseResult], folder: Path) -> list[Path]:
         by_learner.setdefault(r.learner, []).append(r)
     written = []
     for learner, mine in sorted(by_learner.items()):
-        path = folder / f"{learner}.md"
-        path.write_text(_feedback_text(learner, mine), encoding="utf-8")
+        path = feedback_path(folder, learner)
+        path.write_text(_feedback_text(learner, mine), encoding="utf-8", errors="backslashreplace")
         written.append(path)
     return written
 
@@ -128,7 +155,7 @@ def merge(parts: list[Path], out: Path) -> list[dict]:
             if learner in seen:
                 raise ValueError(f"learner {learner!r} is in both {seen[learner]} and {part}: the shards overlap")
             seen[learner] = part
-            source = part.parent / "feedback" / f"{learner}.md"
+            source = feedback_path(part.parent / "feedback", learner)
             if source.exists() and source.resolve() != (feedback / source.name).resolve():
                 feedback.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, feedback / source.name)
