@@ -17,6 +17,7 @@ NBVAL_FLAGS := -p tools.course_report --nbval-lax --nbval-sanitize-with tests/nb
 
 help:
 	@echo "make lab        set up .venv, fetch the data, start JupyterLab on notebooks/"
+	@echo "make data [ARCHIVE=path.zip]  fetch the verified dataset into data/ (from a local copy of the archive)"
 	@echo "make test       set up .venv, fetch the data, run the whole test suite (nbval included)"
 	@echo "make test-fast  the fast unit tests only"
 	@echo "make test-browser  JupyterLab in headless Chromium: notebook 06's widget, an unfinished exercise, reopened bars (screenshots in artifacts/browser/)"
@@ -31,7 +32,7 @@ help:
 	@echo "make bench-course  execute the six core solution notebooks under nbval, report times and results"
 	@echo "make export-onnx  export the encoder and classifier to ONNX, check parity, time both (docs/results/onnx.md)"
 	@echo "make serve      start the search service on 127.0.0.1:8000 (builds models and index first if needed)"
-	@echo "make loadtest   a bounded loopback load test of the service (docs/results/service.md)"
+	@echo "make loadtest [BASELINE=commit]  a bounded loopback load test of the service (docs/results/service.md)"
 
 setup: $(STAMP)
 
@@ -49,8 +50,9 @@ $(DEV_STAMP): pyproject.toml $(STAMP)
 going-further: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[going-further]'
 
+# ARCHIVE=path/to/clothing-dataset-small-master.zip takes that local copy instead of downloading (no internet)
 data: $(STAMP)
-	$(BIN)/python -m helper_utils.data fetch
+	$(BIN)/python -m helper_utils.data fetch $(if $(ARCHIVE),--archive "$(ARCHIVE)")
 
 dev-data: $(DEV_STAMP) data
 
@@ -100,7 +102,7 @@ bench: dev-data
 	$(BIN)/python -m tools.bench results $(BENCH_ARGS)
 
 bench-scale: dev-data
-	$(BIN)/python -m helper_utils.going_further.scale --n 1000000 --json docs/results/scale_results.json --plot docs/results/scale_recall_latency.png --markdown docs/results/scale.md
+	$(BIN)/python -m tools.scale_bench --n 1000000 --json docs/results/scale_results.json --plot docs/results/scale_recall_latency.png --markdown docs/results/scale.md
 
 bench-pipeline: dev-data
 	$(BIN)/python -m tools.bench pipeline --json artifacts/bench_pipeline.json
@@ -112,13 +114,14 @@ bench-siamese: dev-data
 # Going further (notebook 10): export to ONNX, serve the search on 127.0.0.1:$(PORT), load-test it.
 PORT ?= 8000
 export-onnx: dev-data
-	$(BIN)/python -m helper_utils.going_further.export --out artifacts/onnx --report docs/results/onnx.md
+	$(BIN)/python -m tools.onnx_bench --out artifacts/onnx --report docs/results/onnx.md
 
 serve: dev-data
 	$(BIN)/python -m helper_utils.going_further.serve --port $(PORT)
 
+# BASELINE=<git commit> measures that commit's service too, side by side (e.g. BASELINE=7a30068)
 loadtest: dev-data
-	$(BIN)/python -m tools.loadtest --requests 300 --concurrency 4 --report docs/results/service.md
+	$(BIN)/python -m tools.loadtest --requests 300 --concurrency 4 $(if $(BASELINE),--baseline $(BASELINE) --rounds 4) --report docs/results/service.md
 
 # The six core notebooks, executed and checked by nbval, with their times and printed results.
 bench-course: dev-data

@@ -6,8 +6,8 @@ The reference answers of the exercises are here too (``InvertedResidualBlock``,
 earlier exercise being right. They are generated from the solution notebooks into
 :mod:`helper_utils.reference` (``make release``); edit the notebook, never the copy.
 
-Layout: one module per concept (``data``, ``training``, ``retrieval``, ``plotting``, ...), the
-reference answers in ``reference/``, and what only the going-further notebooks (07-10) need in
+Layout: one module per concept (``archive``, ``data``, ``loaders``, ``training``, ``retrieval``,
+``plotting``, ...), the reference answers in ``reference/``, and what only the going-further notebooks (07-10) need in
 ``going_further/``. Maintainer tools (release, benchmarks) live outside the package, in ``tools/``.
 
 Names are imported on first use (PEP 562): ``import helper_utils`` stays fast, and
@@ -17,10 +17,11 @@ Names are imported on first use (PEP 562): ``import helper_utils`` stays fast, a
 from importlib import import_module
 
 _EXPORTS = {
+    "helper_utils.archive": ["FetchError", "dataset_dir", "fetch"],
     "helper_utils.checkpoints": ["load_checkpoint", "save_checkpoint"],
-    "helper_utils.data": ["CLASSES_7", "CLASSES_10", "ClothingDataset", "DatasetNotFoundError", "FetchError",
-                          "data_root", "dataset_dir", "fetch", "make_loader"],
+    "helper_utils.data": ["CLASSES_7", "CLASSES_10", "ClothingDataset", "DatasetNotFoundError", "data_root"],
     "helper_utils.device": ["get_device", "machine_description", "seed_everything"],
+    "helper_utils.loaders": ["make_loader"],
     "helper_utils.paths": ["checkpoint_dir"],
     "helper_utils.retrieval": ["knn", "l2_normalize", "retrieval_metrics"],
     "helper_utils.training": ["count_parameters", "evaluate", "predict", "train_classifier", "train_siamese"],

@@ -1,144 +1,70 @@
-"""The clothing photos: fetch them once, then load each split as a cached, ImageFolder-like dataset.
+"""The clothing photos as a dataset: each split loaded like an ImageFolder, decoded once and cached.
 
 Typical use in a notebook::
 
-    from helper_utils.data import ClothingDataset, fetch, make_loader
+    from helper_utils import ClothingDataset, fetch, make_loader
 
     fetch()                                  # once; a no-op when the data is already there
     train_set = ClothingDataset("train")     # 2482 photos of 7 classes, 64x64 RGB
     train_loader = make_loader(train_set, batch_size=64, shuffle=True, seed=0)
 
-From a terminal (``make data`` runs the first line)::
+From a terminal, in the kit's folder (``make data`` runs the first line; ``make data
+ARCHIVE=PATH`` adds ``--archive PATH``)::
 
-    python -m helper_utils.data fetch [--archive PATH] [--root DIR]
-    python -m helper_utils.data cache [--classes seven|all] [--image-size 64]
+    .venv/bin/python -m helper_utils.data fetch [--archive PATH] [--root DIR]
+    .venv/bin/python -m helper_utils.data cache [--classes seven|all] [--image-size 64]
 
+Fetching (download, verification, atomic extraction) is :mod:`helper_utils.archive`'s job.
 Where things live: ``data_root()`` is ``<repo>/data`` unless ``$FASHION_KIT_DATA`` says
 otherwise; the photos go to ``data_root()/clothing-dataset-small`` and the decoded-image
-caches to ``data_root()/cache``. ``$FASHION_KIT_ARCHIVE`` names a local copy of the archive
-for machines without internet.
+caches to ``data_root()/cache``.
 """
 
 from __future__ import annotations
 
-import argparse
-import errno
 import hashlib
-import json
-import math
 import os
-import shutil
-import socket
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 import warnings
-import zipfile
-import zlib
-from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from helper_utils import paths
-from helper_utils.files import atomic_path, sha256_file
-from helper_utils.images import decode_image
+from helper_utils.archive import (CLASSES_10, DATASET_FOLDER, IMG_EXTENSIONS, SHARED_ARCHIVE_NAME, SPLITS, URL,
+                                  FetchError, dataset_dir, fetch)
+from helper_utils.cli import ArgumentParser, int_at_least, run
+from helper_utils.files import atomic_path, shown_path
+from helper_utils.images import decode_image, resize_for_model
 from helper_utils.progress import tqdm
 
 __all__ = [
     "CLASSES_7",
     "CLASSES_10",
     "SPLITS",
-    "COMMIT",
-    "URL",
-    "SHARED_ARCHIVE_NAME",
-    "SHARED_ARCHIVE_SHA256",
-    "EXPECTED_COUNTS",
-    "FetchError",
+    "DATASET_FOLDER",
     "DatasetNotFoundError",
     "data_root",
     "dataset_dir",
-    "fetch",
     "ClothingDataset",
-    "make_loader",
     "main",
 ]
 
-# ---------------------------------------------------------------------------------------------
-# The dataset: clothing-dataset-small (CC0), pinned to one commit so every run sees the same files
-# ---------------------------------------------------------------------------------------------
-
 CLASSES_7 = ["dress", "hat", "longsleeve", "pants", "shoes", "shorts", "t-shirt"]  # the course's classes
-CLASSES_10 = sorted(CLASSES_7 + ["outwear", "shirt", "skirt"])  # sorted, as ImageFolder sorts them
-SPLITS = ("train", "validation", "test")
 
-COMMIT = "11961516512414bf9f6c150a832cfd21b54a6b54"
-URL = f"https://github.com/alexeygrigorev/clothing-dataset-small/archive/{COMMIT}.zip"
-
-# The copy of the archive kept for offline machines and CI (../shared/datasets/ next to the repo).
-SHARED_ARCHIVE_NAME = "clothing-dataset-small-master.zip"
-SHARED_ARCHIVE_SIZE = 106_234_428  # bytes
-SHARED_ARCHIVE_SHA256 = "e0bbb94f64dd058921c3d94829efc2ed6737197a3b3de448c7091963a4a11d3b"
-
-DATASET_FOLDER = "clothing-dataset-small"  # the folder fetch creates under data_root()
-
-# Number of .jpg files per split and class in the pinned archive; fetch checks every one.
-EXPECTED_COUNTS = {
-    "train": {
-        "dress": 241, "hat": 123, "longsleeve": 455, "outwear": 184, "pants": 468,
-        "shirt": 290, "shoes": 198, "shorts": 202, "skirt": 112, "t-shirt": 795,
-    },
-    "validation": {
-        "dress": 32, "hat": 14, "longsleeve": 49, "outwear": 24, "pants": 49,
-        "shirt": 29, "shoes": 26, "shorts": 25, "skirt": 12, "t-shirt": 81,
-    },
-    "test": {
-        "dress": 15, "hat": 12, "longsleeve": 72, "outwear": 38, "pants": 42,
-        "shirt": 26, "shoes": 73, "shorts": 30, "skirt": 12, "t-shirt": 52,
-    },
-}
-
-# The image types a split folder may hold (the same list as torchvision's ImageFolder).
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-_MARKER = ".complete"  # written into the dataset folder just before it is moved into place
 _CACHE_VERSION = 1  # bump when the cached arrays change meaning (e.g. a new resize method)
-_RETRY_WAITS = (2.0, 5.0, 10.0)  # seconds before each of the 3 download retries
-_TIMEOUT_S = 30  # socket timeout of the download
-_MB = 1024 * 1024
-_FETCH_NEEDS_MB = 250  # a download needs room for the archive (~102 MB) and its contents (~110 MB)
-# Bounds checked before extracting (the real archive: 3,817 entries, 106 MB, largest ratio 2.5, largest photo < 1 MB)
-_MAX_ENTRIES = 10_000
-_MAX_UNCOMPRESSED = 400 * 1024 * 1024
-_MAX_ENTRY_BYTES = 20 * 1024 * 1024
-_MAX_RATIO = 20
-_STALE_AFTER_S = 6 * 3600  # a work folder whose owner cannot be checked is stale after this long
-_OWNER_FILE = "owner.json"  # written first into every work folder: who made it, so others can tell it is stale
 
-FETCH_HINT = (
-    "run `python -m helper_utils.data fetch` (or `make data`) in the repository, "
-    "or `helper_utils.fetch()` in a notebook"
-)
-
-
-class FetchError(RuntimeError):
-    """Fetching the dataset failed; the message says what was wrong and what to do next."""
+FETCH_HINT = "run `make data` in the kit's folder, or `helper_utils.fetch()` in a notebook"
 
 
 class DatasetNotFoundError(FileNotFoundError):
     """A split of the dataset is not on disk; the message says how to fetch it."""
 
-
-# ---------------------------------------------------------------------------------------------
-# Where the data lives
-# ---------------------------------------------------------------------------------------------
 
 def data_root() -> Path:
     """The folder holding the dataset and its caches.
@@ -148,397 +74,6 @@ def data_root() -> Path:
         file, so the answer is the same from any working directory).
     """
     return paths.data_root()
-
-
-def dataset_dir(root: str | Path | None = None) -> Path:
-    """The folder ``fetch`` writes the photos to: ``<root>/clothing-dataset-small``.
-
-    Args:
-        root: the data root; ``None`` means ``data_root()``.
-    """
-    return Path(root).expanduser().resolve() / DATASET_FOLDER if root else data_root() / DATASET_FOLDER
-
-
-def _shared_archive() -> Path | None:
-    """A local copy of the archive: ``$FASHION_KIT_ARCHIVE``, else ``<repo>/../shared/datasets/...``."""
-    candidate = paths.shared_archive_candidates(SHARED_ARCHIVE_NAME)[0]
-    if os.environ.get(paths.ARCHIVE_ENV):
-        return candidate
-    return candidate if candidate.is_file() else None
-
-
-# ---------------------------------------------------------------------------------------------
-# fetch: take or download the archive, verify it, extract it atomically
-# ---------------------------------------------------------------------------------------------
-
-def fetch(
-    archive: str | Path | None = None,
-    root: str | Path | None = None,
-    *,
-    url: str = URL,
-    quiet: bool = False,
-) -> Path:
-    """Put the clothing photos in ``dataset_dir(root)``, verified; a no-op when they are there.
-
-    The archive comes from ``archive`` when given, else from the shared local copy when there
-    is one, else it is downloaded from ``url``. Before anything is written, fetch checks that
-    it is an intact zip holding one top-level folder with the expected number of ``.jpg`` files
-    per split and class. It extracts into a temporary folder next to the target and then moves
-    the result into place in one step, so the target is either complete or absent.
-
-    Args:
-        archive: path to a local copy of the zip archive.
-        root: the data root; ``None`` means ``data_root()``.
-        url: where to download the archive from when there is no local copy.
-        quiet: print nothing but errors.
-
-    Returns:
-        The dataset folder, holding ``train/``, ``validation/`` and ``test/``.
-
-    Raises:
-        FetchError: the archive is missing, not a zip, truncated, lacks files, holds anything
-            but the dataset's tree (duplicates, other paths, too many entries, more than
-            ``_MAX_UNCOMPRESSED`` bytes or a zip-bomb compression ratio: all checked before a
-            byte is extracted), the download failed, the data root is not writable or the disk
-            is full. Nothing new is left under the data root.
-    """
-    target = dataset_dir(root)
-    _remove_stale_work_dirs(target.parent)  # on every run: a killed fetch must not leave 60 MB forever
-    if (target / _MARKER).is_file():
-        _say(f"Dataset already fetched at {target} (delete that folder to fetch again).", quiet)
-        return target
-    if target.exists():
-        raise FetchError(
-            f"{target} exists but is incomplete (no {_MARKER} marker).\n"
-            f"  Delete it and run fetch again."
-        )
-    made_root = not target.parent.exists()
-    try:
-        work = _make_work_dir(target.parent)
-    except OSError as err:  # a read-only or foreign data root: say so, and how to choose another
-        raise FetchError(_os_error_message(err, target.parent)) from err
-    try:
-        source = _archive_to_use(archive, url, work, quiet)
-        _verify_and_extract(source, target, work, quiet)
-    except OSError as err:  # anything the helpers did not turn into a FetchError
-        raise FetchError(_os_error_message(err, target.parent)) from err
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        if made_root and not target.exists():
-            _remove_empty_dir(target.parent)
-    _say(f"Fetched {sum(_expected_totals().values())} photos into {target}", quiet)
-    return target
-
-
-def _archive_to_use(archive: str | Path | None, url: str, work: Path, quiet: bool) -> Path:
-    """The archive to extract: the one given, the shared copy, or a fresh download into ``work``."""
-    if archive is not None:
-        return _existing_file(Path(archive).expanduser(), "archive not found")
-    shared = _shared_archive()
-    if shared is not None:
-        from_env = os.environ.get("FASHION_KIT_ARCHIVE")
-        what = "$FASHION_KIT_ARCHIVE points to a missing file" if from_env else "archive not found"
-        _say(f"Using the local archive {shared}", quiet)
-        return _existing_file(shared, what)
-    dest = work / f"{COMMIT}.zip"
-    _download(url, dest, quiet)
-    _say(f"SHA256 of the downloaded archive: {sha256_file(dest)} (pin it to detect changes)", quiet)
-    return dest
-
-
-def _existing_file(path: Path, what: str) -> Path:
-    if not path.exists():
-        raise FetchError(f"{what}: {path}\n  Check the path, or run fetch without --archive to download it.")
-    if not path.is_file():
-        raise FetchError(f"not a zip archive: {path} is a folder\n  Pass the .zip file itself with --archive.")
-    return path
-
-
-def _verify_and_extract(source: Path, target: Path, work: Path, quiet: bool) -> None:
-    """Check the archive, extract it under ``work``, then move its folder to ``target``."""
-    with _open_zip(source) as zf:
-        top = _single_top_folder(zf, source)
-        _check_entries(zf, top, source)
-        _check_counts(zf, top, source)
-        checks = "every expected photo present"
-        if source.name == SHARED_ARCHIVE_NAME or source.stat().st_size == SHARED_ARCHIVE_SIZE:
-            _check_sha256(source, SHARED_ARCHIVE_SHA256)
-            checks += ", sha256 matches"
-        _say(f"Verified {source.name}: {len(zf.infolist())} entries, {checks}.", quiet)
-        staging = work / "extract"
-        _extract_all(zf, source, staging, quiet)
-    folder = staging / top
-    manifest = {"source": str(source), "commit": COMMIT, "top_folder": top,
-                "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "counts": EXPECTED_COUNTS}
-    (folder / _MARKER).write_text(json.dumps(manifest, indent=1) + "\n")  # the last file written
-    try:
-        os.replace(folder, target)  # one atomic step: target is complete or absent
-    except OSError:
-        if not (target / _MARKER).is_file():  # another fetch may have finished first
-            raise
-
-
-def _open_zip(path: Path) -> zipfile.ZipFile:
-    """Open ``path`` as a zip, telling a non-zip file apart from a truncated one."""
-    corrupt = f"archive is truncated or corrupt: {path}; delete it and run fetch again"
-    if not zipfile.is_zipfile(path):
-        with open(path, "rb") as f:
-            starts_like_zip = f.read(4) == b"PK\x03\x04"
-        if starts_like_zip:
-            raise FetchError(corrupt)
-        raise FetchError(f"not a zip archive: {path}\n  Pass the .zip of clothing-dataset-small with --archive.")
-    try:
-        return zipfile.ZipFile(path)
-    except UnicodeDecodeError as err:  # a ValueError too, but not a damaged file: a foreign archive
-        raise FetchError(f"an entry name in {path} is marked UTF-8 but is not valid UTF-8: this is not the "
-                         f"dataset's archive.\n  Use the archive of clothing-dataset-small as GitHub serves it, "
-                         f"or run fetch without --archive to download it.") from err
-    except (zipfile.BadZipFile, EOFError, ValueError) as err:
-        raise FetchError(corrupt) from err
-
-
-def _single_top_folder(zf: zipfile.ZipFile, path: Path) -> str:
-    tops = sorted({name.split("/", 1)[0] for name in zf.namelist()})
-    if len(tops) != 1 or not any(n.startswith(tops[0] + "/") for n in zf.namelist()):
-        shown = ", ".join(tops[:5]) + (" ..." if len(tops) > 5 else "")
-        raise FetchError(
-            f"expected one top-level folder in {path}, found {len(tops)}: {shown}\n"
-            f"  Use the archive of clothing-dataset-small as GitHub serves it (not re-zipped)."
-        )
-    return tops[0]
-
-
-def _check_entries(zf: zipfile.ZipFile, top: str, path: Path) -> None:
-    """Refuse, before extracting anything, an archive that is not exactly the dataset's tree.
-
-    Allowed: ``top/``, ``top/LICENSE*``, ``top/README*``, ``top/<split>/``, ``top/<split>/<class>/``
-    and ``top/<split>/<class>/<image>``, each name once; at most ``_MAX_ENTRIES`` entries,
-    ``_MAX_ENTRY_BYTES`` per file and ``_MAX_UNCOMPRESSED`` in all, each file compressed at
-    most ``_MAX_RATIO`` to 1 (the photos are JPEGs: the real archive's largest ratio is 2.5).
-    The sizes are the ones the archive declares; zipfile never extracts more than that.
-    """
-    infos = zf.infolist()
-    refuse = f"\n  Use the archive of clothing-dataset-small as GitHub serves it (commit {COMMIT[:7]})."
-    if len(infos) > _MAX_ENTRIES:
-        raise FetchError(f"{path} holds {len(infos)} entries; the dataset has about 3,800 and at most "
-                         f"{_MAX_ENTRIES} are accepted.{refuse}")
-    names = Counter(info.filename for info in infos)
-    repeated = sorted(name for name, n in names.items() if n > 1)
-    if repeated:
-        raise FetchError(f"{path} holds {len(repeated)} duplicated entry name(s), e.g. {_shown(repeated[0])}: "
-                         f"an extraction would silently keep only one of each.{refuse}")
-    strange = [info.filename for info in infos if not _expected_entry(info, top)]
-    if strange:
-        raise FetchError(f"{path} holds {len(strange)} entries outside the dataset's tree "
-                         f"(split/class/photo, LICENSE, README), e.g. {_shown(strange[0])}.{refuse}")
-    total = sum(info.file_size for info in infos)
-    if total > _MAX_UNCOMPRESSED:
-        raise FetchError(f"{path} would unpack to {total / _MB:.0f} MB; the dataset is about 110 MB and at "
-                         f"most {_MAX_UNCOMPRESSED / _MB:.0f} MB are accepted.{refuse}")
-    for info in infos:
-        ratio = info.file_size / max(info.compress_size, 1)
-        if info.file_size > _MAX_ENTRY_BYTES or (info.file_size > 64 * 1024 and ratio > _MAX_RATIO):
-            raise FetchError(f"{path}: {_shown(info.filename)} unpacks to {info.file_size / _MB:.1f} MB "
-                             f"({ratio:.0f}x its compressed size); photos of the dataset are at most "
-                             f"{_MAX_ENTRY_BYTES / _MB:.0f} MB and barely compress: refusing a zip bomb.{refuse}")
-
-
-def _expected_entry(info: zipfile.ZipInfo, top: str) -> bool:
-    """Whether one entry belongs to the dataset's tree (see :func:`_check_entries`)."""
-    name = info.filename
-    if not name.startswith(top + "/") or "\\" in name or any(ord(c) < 32 for c in name):
-        return False
-    parts = name[len(top) + 1:].split("/")
-    if parts == [""]:
-        return True  # the top folder itself
-    if len(parts) == 1:
-        return parts[0].split(".")[0] in ("LICENSE", "README") and not info.is_dir()
-    if parts[0] not in SPLITS:
-        return False
-    if len(parts) == 2:
-        return parts[1] == ""  # top/split/
-    if parts[1] not in CLASSES_10:
-        return False
-    if len(parts) != 3:
-        return False
-    file = parts[2]
-    if file == "":
-        return True  # top/split/class/
-    return file not in (".", "..") and not info.is_dir() and file.lower().endswith(IMG_EXTENSIONS)
-
-
-def _shown(name: str) -> str:
-    """An entry name fit for a message: printable, at most 80 characters."""
-    name = "".join(c if c.isprintable() else "?" for c in name)
-    return repr(name if len(name) <= 80 else name[:77] + "...")
-
-
-def _check_counts(zf: zipfile.ZipFile, top: str, path: Path) -> None:
-    """Compare the ``.jpg`` files per (split, class) with EXPECTED_COUNTS; name every difference."""
-    found = Counter()
-    for name in zf.namelist():
-        parts = name.split("/")  # top/split/class/file.jpg
-        if len(parts) == 4 and parts[3].lower().endswith(".jpg"):
-            found[parts[1], parts[2]] += 1
-    problems = []
-    for split, per_class in EXPECTED_COUNTS.items():
-        for cls, want in per_class.items():
-            got = found[split, cls]
-            if got == 0:
-                problems.append(f"{split}/{cls} is missing (expected {want} .jpg files)")
-            elif got != want:
-                problems.append(f"{split}/{cls} has {got} .jpg files, expected {want}")
-    if problems:
-        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise FetchError(
-            f"{path} does not hold the expected files: {'; '.join(problems[:3])}{more}\n"
-            f"  Use the archive of commit {COMMIT[:7]}, or run fetch without --archive to download it."
-        )
-
-
-def _check_sha256(path: Path, expected: str) -> None:
-    actual = sha256_file(path)
-    if actual != expected:
-        raise FetchError(
-            f"sha256 mismatch for {path}: expected {expected}, got {actual}\n"
-            f"  The file is corrupt or another version; copy it again or run fetch without --archive."
-        )
-
-
-def _extract_all(zf: zipfile.ZipFile, source: Path, staging: Path, quiet: bool) -> None:
-    """Extract every entry into ``staging``; CRC errors and a full disk become FetchErrors."""
-    needed = sum(info.file_size for info in zf.infolist())
-    free = shutil.disk_usage(staging.parent).free
-    if free < needed:
-        raise FetchError(_disk_full_message("extracting", needed - free))
-    try:
-        for info in tqdm(zf.infolist(), desc="extract", unit="file", disable=quiet, leave=False):
-            zf.extract(info, staging)  # zipfile checks each entry's CRC while reading it
-    except (zipfile.BadZipFile, zlib.error, EOFError) as err:
-        raise FetchError(f"archive is truncated or corrupt: {source}; delete it and run fetch again") from err
-    except OSError as err:
-        if err.errno == errno.ENOSPC:
-            shutil.rmtree(staging, ignore_errors=True)  # free what we took before measuring
-            short = needed - shutil.disk_usage(staging.parent).free
-            raise FetchError(_disk_full_message("extracting", short if short > 0 else needed)) from err
-        raise
-
-
-def _disk_full_message(doing: str, short_bytes: int) -> str:
-    return f"disk full while {doing}: free {math.ceil(short_bytes / _MB)} MB and retry"
-
-
-def _download(url: str, dest: Path, quiet: bool) -> None:
-    """Download ``url`` to ``dest`` in chunks, retrying 3 times with a growing wait."""
-    for attempt, wait in enumerate((*_RETRY_WAITS, None), start=1):
-        try:
-            with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response, open(dest, "wb") as out:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, unit="B", unit_scale=True, desc="download", disable=quiet) as bar:
-                    for chunk in iter(lambda: response.read(_MB), b""):
-                        out.write(chunk)
-                        bar.update(len(chunk))
-            return
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-            permanent = isinstance(err, urllib.error.HTTPError) and err.code in (403, 404, 410)
-            if wait is None or permanent:
-                raise FetchError(_no_download_message(url, err)) from err
-            _say(f"Download attempt {attempt} failed ({_reason(err)}); retrying in {wait:.0f} s", quiet)
-            time.sleep(wait)
-
-
-def _no_download_message(url: str, err: Exception) -> str:
-    return (
-        f"could not download {url} ({_reason(err)}).\n"
-        f"  No internet? Copy {SHARED_ARCHIVE_NAME} to this machine and run: "
-        f"python -m helper_utils.data fetch --archive PATH/TO/{SHARED_ARCHIVE_NAME}"
-    )
-
-
-def _reason(err: Exception) -> str:
-    return str(getattr(err, "reason", None) or err)
-
-
-def _os_error_message(err: OSError, where: Path) -> str:
-    if err.errno == errno.ENOSPC:
-        return _disk_full_message("fetching", _FETCH_NEEDS_MB * _MB)
-    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return (f"cannot write to {where} ({err.strerror or 'permission denied'}).\n  Make it writable, or fetch "
-                f"elsewhere: python -m helper_utils.data fetch --root DIR (then set $FASHION_KIT_DATA=DIR).")
-    return f"could not fetch into {where}: {err.strerror or err}"
-
-
-def _make_work_dir(parent: Path) -> Path:
-    """A fresh temporary folder inside ``parent`` (same filesystem, so the final move is atomic).
-
-    Its first file, ``owner.json``, names the process and machine that made it, so that a later
-    fetch can tell a folder left by a killed fetch from one still in use.
-    """
-    parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".fetch-", dir=parent))
-    owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-    (work / _OWNER_FILE).write_text(json.dumps(owner))
-    return work
-
-
-def _remove_stale_work_dirs(parent: Path) -> None:
-    """Delete the ``.fetch-*`` folders of fetches that died (their process is gone); never a live one.
-
-    Only folders that look like ours are touched: a real directory (not a link) named
-    ``.fetch-*``. With an owner file, stale means the owner process no longer runs on this
-    machine; without one (a fetch killed in its first instant, or an older kit), or when it
-    was made on another machine, it means older than ``_STALE_AFTER_S``.
-    """
-    try:
-        candidates = [p for p in parent.glob(".fetch-*") if p.is_dir() and not p.is_symlink()]
-    except OSError:
-        return
-    for work in candidates:
-        try:
-            if _is_stale(work):
-                shutil.rmtree(work, ignore_errors=True)
-        except OSError:  # a read-only root or a folder that vanished meanwhile: not our problem here
-            continue
-
-
-def _is_stale(work: Path) -> bool:
-    try:
-        owner = json.loads((work / _OWNER_FILE).read_text())
-        pid, host, started = int(owner["pid"]), str(owner["host"]), float(owner["started"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return time.time() - work.stat().st_mtime > _STALE_AFTER_S
-    if host == socket.gethostname() and pid != os.getpid():
-        return not _process_alive(pid)
-    return time.time() - started > _STALE_AFTER_S
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def _remove_empty_dir(path: Path) -> None:
-    try:
-        path.rmdir()
-    except OSError:
-        pass
-
-
-def _expected_totals(classes: Sequence[str] | None = None) -> dict[str, int]:
-    """Expected number of photos per split, over ``classes`` (default: all of them)."""
-    return {split: sum(n for cls, n in per_class.items() if classes is None or cls in classes)
-            for split, per_class in EXPECTED_COUNTS.items()}
-
-
-def _say(message: str, quiet: bool) -> None:
-    if not quiet:
-        print(message, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -686,14 +221,75 @@ def _split_dir(root: str | Path | None, split: str, classes: Sequence[str]) -> P
 
 
 def _find_images(split_dir: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
-    """(path, label) of every image file, ordered exactly as ImageFolder orders them."""
+    """(path, label) of every image file, ordered exactly as ImageFolder orders them.
+
+    Folders are walked as ImageFolder walks them, links to folders included, with three
+    exceptions, each skipped with a one-line warning that names it: a link that leads out of
+    the dataset folder, a link to a folder already walked or to one of its own parents (a loop,
+    which would never end), and a name that is not valid UTF-8 or holds control characters
+    (it could not be shown, cached or served as a catalog id).
+    """
+    dataset_folder = os.path.realpath(split_dir.parent)
     samples = []
     for name, label in sorted(class_to_idx.items(), key=lambda kv: kv[1]):
-        for folder, _, files in sorted(os.walk(split_dir / name, followlinks=True)):
+        for folder, _, files in sorted(_walk(split_dir / name, dataset_folder)):
             for file in sorted(files):
-                if file.lower().endswith(IMG_EXTENSIONS):
-                    samples.append((os.path.join(folder, file), label))
+                path = os.path.join(folder, file)
+                if file.lower().endswith(IMG_EXTENSIONS) and _usable(path, file, dataset_folder):
+                    samples.append((path, label))
     return samples
+
+
+def _walk(top: Path, dataset_folder: str):
+    """``os.walk(top, followlinks=True)`` that never leaves ``dataset_folder`` and never walks a folder twice."""
+    seen = {os.path.realpath(top)}
+    if not _inside(next(iter(seen)), dataset_folder):
+        _skip(top, "a link to a folder outside the dataset folder")
+        return
+    for folder, dirs, files in os.walk(top, followlinks=True):
+        here, kept = os.path.realpath(folder), []
+        for d in dirs:
+            path = os.path.join(folder, d)
+            real = os.path.realpath(path)
+            if not _inside(real, dataset_folder):
+                _skip(path, "a link to a folder outside the dataset folder")
+            elif real in seen or _inside(here, real):
+                _skip(path, "a link back to a folder already searched (a loop)")
+            elif _bad_name(d):
+                _skip(path, _bad_name(d))
+            else:
+                seen.add(real)
+                kept.append(d)
+        dirs[:] = kept  # os.walk descends only into these
+        yield folder, dirs, files
+
+
+def _usable(path: str, file: str, dataset_folder: str) -> bool:
+    problem = _bad_name(file)
+    if not problem and os.path.islink(path) and not _inside(os.path.realpath(path), dataset_folder):
+        problem = "a link to a file outside the dataset folder"
+    if problem:
+        _skip(path, problem)
+    return not problem
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _bad_name(name: str) -> str:
+    """Why a file name cannot be used (empty when it can)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes, kept by Python as surrogates
+        return "its name is not valid UTF-8 (rename the file)"
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name):
+        return "its name holds control characters (rename the file)"
+    return ""
+
+
+def _skip(path: str | Path, why: str) -> None:
+    warnings.warn(f"skipped {shown_path(path)}: {why}", stacklevel=4)
 
 
 def _decode(path: str, size: int) -> np.ndarray:
@@ -702,8 +298,7 @@ def _decode(path: str, size: int) -> np.ndarray:
     Decoded by :func:`helper_utils.images.decode_image`, the decoder queries go through too, so a
     photo gives the same pixels in the catalog and as a query.
     """
-    image = decode_image(path).resize((size, size), Image.BILINEAR)  # PIL antialiases when shrinking
-    return np.asarray(image, dtype=np.uint8)
+    return resize_for_model(decode_image(path), size)
 
 
 def _load_images(found: list[tuple[str, int]], size: int, cache_file: Path | None):
@@ -716,7 +311,7 @@ def _load_images(found: list[tuple[str, int]], size: int, cache_file: Path | Non
         if cache_file:
             _write_cache(cache_file, images, kept, bad)
     for path, reason in bad:
-        warnings.warn(f"skipped unreadable image {path}: {reason}", stacklevel=3)
+        warnings.warn(f"skipped unreadable image {shown_path(path)}: {reason}", stacklevel=3)
     return images, kept, bad
 
 
@@ -740,8 +335,8 @@ def _cache_file(root, split: str, classes: list[str], size: int, found: list[tup
     split_dir = dataset_dir(root) / split
     for path, label in found:
         stat = os.stat(path)  # a renamed, added, removed or re-written file changes the key
-        name = os.path.relpath(path, split_dir)
-        digest.update(f"{name}|{label}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        name = os.fsencode(os.path.relpath(path, split_dir))  # bytes: any name the file system allows
+        digest.update(name + f"|{label}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     tag = {tuple(CLASSES_7): "seven", tuple(CLASSES_10): "ten"}.get(tuple(classes))
     tag = tag or "custom" + hashlib.sha256(",".join(classes).encode()).hexdigest()[:8]
     cache_dir = (Path(root).expanduser().resolve() if root else data_root()) / "cache"
@@ -781,47 +376,6 @@ def _write_cache(cache_file: Path, images: np.ndarray, kept: list[int], bad: lis
 
 
 # ---------------------------------------------------------------------------------------------
-# Loaders
-# ---------------------------------------------------------------------------------------------
-
-def make_loader(
-    dataset: Dataset,
-    batch_size: int = 64,
-    shuffle: bool = False,
-    num_workers: int = 0,
-    seed: int | None = None,
-    drop_last: bool = False,
-) -> DataLoader:
-    """A DataLoader over ``dataset``; with ``seed`` the shuffling order repeats run after run.
-
-    Args:
-        dataset: any map-style dataset, e.g. a ``ClothingDataset``.
-        batch_size: samples per batch.
-        shuffle: reshuffle every epoch (use it for training only).
-        num_workers: worker processes; 0 loads in the main process (best for in-memory data).
-        seed: seeds the loader's own random generator (shuffling, worker seeds).
-        drop_last: drop the last, smaller batch.
-
-    Returns:
-        The DataLoader.
-    """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if not isinstance(num_workers, int) or num_workers < 0:
-        raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=num_workers,
-        generator=generator,
-        drop_last=drop_last,
-        persistent_workers=num_workers > 0,  # keep workers alive between epochs
-    )
-
-
-# ---------------------------------------------------------------------------------------------
 # Command line: python -m helper_utils.data fetch | cache
 # ---------------------------------------------------------------------------------------------
 
@@ -834,9 +388,9 @@ def _build_caches(classes: str, image_size: int, root: Path | None) -> None:
               f"{image_size}x{image_size} ready in {time.perf_counter() - start:.1f} s", flush=True)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m helper_utils.data",
-                                     description="Fetch the clothing dataset and build its caches.")
+def _parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m helper_utils.data",
+                            description="Fetch the clothing dataset and build its caches.")
     commands = parser.add_subparsers(dest="command", required=True)
     fetch_cmd = commands.add_parser("fetch", help="download or unpack the verified dataset (no-op if present)")
     fetch_cmd.add_argument("--archive", type=Path, help=f"a local copy of the archive ({SHARED_ARCHIVE_NAME})")
@@ -845,29 +399,29 @@ def _parser() -> argparse.ArgumentParser:
     fetch_cmd.add_argument("--quiet", action="store_true", help="print errors only")
     cache_cmd = commands.add_parser("cache", help="decode every split once and write the image caches")
     cache_cmd.add_argument("--classes", default="seven", choices=["seven", "all"])
-    cache_cmd.add_argument("--image-size", type=int, default=64)
+    cache_cmd.add_argument("--image-size", type=int_at_least(1), default=64)
     cache_cmd.add_argument("--root", type=Path, help="data root (default: $FASHION_KIT_DATA or <repo>/data)")
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 on success, 1 on failure, 130 on Ctrl-C)."""
+    """Run the command line; returns the exit status (0 on success, 1 on bad input or failure, 130 on Ctrl-C)."""
     args = _parser().parse_args(argv)
-    try:
-        if args.command == "fetch":
-            fetch(args.archive, args.root, url=args.url, quiet=args.quiet)
-        else:
-            _build_caches(args.classes, args.image_size, args.root)
-    except (FetchError, DatasetNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted: nothing half-written was left; run the command again", file=sys.stderr)
-        return 130
-    except Exception as err:  # unexpected, but the user still gets one line, not a traceback
-        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
-    return 0
+
+    def work() -> None:
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning  # a skipped file is one line, as errors are
+            if args.command == "fetch":
+                fetch(args.archive, args.root, url=args.url, quiet=args.quiet)
+            else:
+                _build_caches(args.classes, args.image_size, args.root)
+
+    return run(work, errors=(FetchError,),
+               interrupted="interrupted: nothing half-written was left; run the command again")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Write a file so that a failure never leaves half of it behind: one helper for every writer in the kit."""
+"""Files, safely: atomic writes (a failure never leaves half a file behind), hashing, and names fit for messages."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "sha256_file"]
+__all__ = ["atomic_path", "sha256_file", "shown_path"]
 
 _CHUNK = 1 << 20  # read 1 MiB at a time: memory stays flat for a 100 MB archive
 
@@ -45,3 +45,13 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def shown_path(path: str | bytes | os.PathLike) -> str:
+    """A file name fit for a one-line message: bytes that are not UTF-8, and control characters, escaped.
+
+    ``b"caf\\xe9.jpg"`` (a Latin-1 name on a UTF-8 system) -> ``caf\\xe9.jpg``, a name with a newline
+    -> ``a\\nb.jpg``: printable on any terminal and in any log, on one line, and still telling the file apart.
+    """
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

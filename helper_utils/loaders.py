@@ -1,8 +1,10 @@
-"""Fast batches from images already decoded in memory.
+"""Batches for training and evaluation: a seeded ``DataLoader``, and fast loaders over decoded images.
 
-A ``DataLoader`` over an image folder decodes, resizes and augments every image on every
-access, one image at a time. The kit decodes each image once (``ClothingDataset``) and then
-works on whole batches of uint8 tensors: indexing a batch and augmenting it in one go
+:func:`make_loader` is the plain PyTorch way, one sample at a time through ``__getitem__`` and
+the dataset's transform; notebook 01 teaches it. A ``DataLoader`` over an image folder decodes,
+resizes and augments every image on every access, one image at a time. The kit decodes each
+image once (``ClothingDataset``), and :class:`TensorLoader` then works on whole batches of
+uint8 tensors: indexing a batch and augmenting it in one go
 (``helper_utils.augment.BatchAugment``) costs a small fraction of the model's own step.
 """
 
@@ -11,10 +13,51 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from helper_utils.augment import normalize_batch
 
-__all__ = ["TensorLoader", "ClassBalancedLoader"]
+__all__ = ["make_loader", "TensorLoader", "ClassBalancedLoader"]
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int = 64,
+    shuffle: bool = False,
+    num_workers: int = 0,
+    seed: int | None = None,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A DataLoader over ``dataset``; with ``seed`` the shuffling order repeats run after run.
+
+    Args:
+        dataset: any map-style dataset, e.g. a ``ClothingDataset``.
+        batch_size: samples per batch.
+        shuffle: reshuffle every epoch (use it for training only).
+        num_workers: worker processes; 0 loads in the main process (best for in-memory data).
+        seed: seeds the loader's own random generator (shuffling, worker seeds).
+        drop_last: drop the last, smaller batch.
+
+    Returns:
+        The DataLoader.
+
+    Raises:
+        ValueError: ``batch_size`` is not a positive int or ``num_workers`` a negative one.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        generator=generator,
+        drop_last=drop_last,
+        persistent_workers=num_workers > 0,  # keep workers alive between epochs
+    )
 
 
 class TensorLoader:

@@ -78,5 +78,5 @@ def isolated_data_root(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "isolated-data"
     monkeypatch.setenv("FASHION_KIT_DATA", str(root))
     monkeypatch.delenv("FASHION_KIT_ARCHIVE", raising=False)
-    monkeypatch.setattr("helper_utils.data._shared_archive", lambda: None)
+    monkeypatch.setattr("helper_utils.archive._shared_archive", lambda: None)
     return root

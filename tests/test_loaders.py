@@ -1,8 +1,10 @@
 import pytest
 import torch
+from torchvision import transforms as T
 
 from helper_utils.augment import normalize_batch
-from helper_utils.loaders import ClassBalancedLoader, TensorLoader
+from helper_utils.data import ClothingDataset
+from helper_utils.loaders import ClassBalancedLoader, TensorLoader, make_loader
 
 
 def _data(n=10, classes=3):
@@ -50,3 +52,28 @@ def test_class_balanced_batches():
         assert len(labels) == 12 and sorted(counts[counts > 0].tolist()) == [4, 4, 4]
     with pytest.raises(ValueError, match="classes_per_batch"):
         ClassBalancedLoader(images, targets, classes_per_batch=6)
+
+
+# ---------------------------------------------------------------------------------------------
+# make_loader
+# ---------------------------------------------------------------------------------------------
+
+def test_make_loader_batches_and_seeded_shuffling(synthetic_imagefolder):
+    dataset = ClothingDataset("train", root=synthetic_imagefolder, image_size=8, transform=T.ToTensor(),
+                              cache=False)
+    images, labels = next(iter(make_loader(dataset, batch_size=5)))
+    assert images.shape == (5, 3, 8, 8) and labels.dtype == torch.long
+
+    def order(seed):
+        return torch.cat([y for _, y in make_loader(dataset, batch_size=4, shuffle=True, seed=seed)]).tolist()
+
+    assert order(0) == order(0) and order(0) != order(1)
+    loader = make_loader(dataset, batch_size=4, drop_last=True)
+    assert len(loader) == 5 and not loader.persistent_workers
+
+
+def test_make_loader_rejects_bad_sizes(synthetic_imagefolder):
+    with pytest.raises(ValueError, match="batch_size"):
+        make_loader([], batch_size=0)
+    with pytest.raises(ValueError, match="num_workers"):
+        make_loader([], num_workers=-1)

@@ -124,3 +124,12 @@ def test_make_lab_installs_jupyterlab_with_the_course():
     recipe = makefile.split("$(STAMP): pyproject.toml\n", 1)[1].split("\n\n", 1)[0]
     assert "pip install --quiet -e '.[lab]'" in recipe
     assert re.search(r"^lab: data\n", makefile, re.M) and re.search(r"^data: \$\(STAMP\)", makefile, re.M)
+
+
+def test_an_installed_kit_carries_the_pinned_file_list():
+    """fetch reads helper_utils/dataset_files.txt: a wheel (not only a clone) must ship it."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "dataset_files.txt" in package_data["helper_utils"]
+    assert (ROOT / "helper_utils" / "dataset_files.txt").is_file()

@@ -23,7 +23,6 @@ Timings are only compared as ratios within one run, on one machine.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -33,8 +32,10 @@ import torch
 from torch import nn
 
 from helper_utils.augment import normalize_batch
+from helper_utils.cli import ArgumentParser, int_at_least, run
 from helper_utils.device import machine_description
 from helper_utils.data import CLASSES_7, ClothingDataset, dataset_dir
+from helper_utils.files import atomic_path
 from helper_utils.loaders import TensorLoader
 from helper_utils.reference import MobileNetLikeClassifier
 from helper_utils.recipes import ClassifierRecipe
@@ -128,15 +129,18 @@ def pipeline_benchmark(batch_size: int = 64, num_workers: int = 0, repeats: int 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m tools.bench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     pipe = commands.add_parser("pipeline", help="time one epoch fed three ways: tutorial, kit, in-memory")
-    pipe.add_argument("--batch-size", type=int, default=64)
-    pipe.add_argument("--num-workers", type=int, default=0, help="DataLoader workers of the tutorial pipeline")
-    pipe.add_argument("--repeats", type=int, default=2, help="epochs timed for the kit and in-memory pipelines")
+    pipe.add_argument("--batch-size", type=int_at_least(1), default=64)
+    pipe.add_argument("--num-workers", type=int_at_least(0), default=0,
+                      help="DataLoader workers of the tutorial pipeline")
+    pipe.add_argument("--repeats", type=int_at_least(1), default=2,
+                      help="epochs timed for the kit and in-memory pipelines")
     pipe.add_argument("--json", type=Path, help="also write the results to this file")
     res = commands.add_parser("results", help="train the tutorial, core and going-further recipes; write the table")
-    res.add_argument("--recipes", nargs="+", default=["tutorial", "core", "going-further"])
+    res.add_argument("--recipes", nargs="+", default=["tutorial", "core", "going-further"],
+                     choices=["tutorial", "core", "going-further"])
     res.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     res.add_argument("--repeat", nargs="*", default=["core"], help="recipes whose first seed runs twice")
     res.add_argument("--json", type=Path, default=Path("docs/results/bench_results.json"))
@@ -145,17 +149,17 @@ def main(argv: list[str] | None = None) -> int:
                      help="the results page whose table between the bench:results markers is rewritten ('' to skip)")
     res.add_argument("--from-json", type=Path, help="re-render the table and README from a saved run, training nothing")
     args = parser.parse_args(argv)
+    return run(lambda: _results_command(args) if args.command == "results" else _pipeline_command(args))
 
-    if args.command == "results":
-        return _results_command(args)
 
+def _pipeline_command(args) -> int:
     print(f"Pipeline benchmark on {machine_description()}", flush=True)
     results = pipeline_benchmark(args.batch_size, args.num_workers, args.repeats)
     print(f"kit / tutorial   = {results['kit_vs_tutorial']:.3f}  (target <= 0.2: at least 5x faster)")
     print(f"kit / in-memory  = {results['kit_vs_in_memory']:.3f}  (target <= 1.5)")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        with atomic_path(args.json, mode=0o644) as tmp:
+            tmp.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 
@@ -163,16 +167,21 @@ def _results_command(args) -> int:
     from tools.results import results_markdown, run_benchmark, update_readme
 
     if args.from_json:
-        results = json.loads(args.from_json.read_text())
+        try:
+            results = json.loads(args.from_json.read_text(encoding="utf-8"))
+            table = results_markdown(results)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as error:  # not JSON, or not a run
+            raise ValueError(f"{args.from_json} is not a run saved by `python -m tools.bench results` "
+                             f"({type(error).__name__}: {str(error)[:80]})") from None
     else:
         print(f"Results benchmark on {machine_description()}: recipes {args.recipes}, seeds {args.seeds}", flush=True)
         results = run_benchmark(args.recipes, args.seeds, args.repeat, log=lambda line: print(line, flush=True))
-    table = results_markdown(results)
+        table = results_markdown(results)
     outputs = [(args.markdown, table)] if args.from_json else [(args.json, json.dumps(results, indent=2) + "\n"),
                                                               (args.markdown, table)]
     for path, text in outputs:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        with atomic_path(path, mode=0o644) as tmp:
+            tmp.write_text(text)
     print("\n" + table)
     if str(args.readme) and args.readme.exists():
         updated = update_readme(args.readme, table)

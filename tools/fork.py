@@ -17,12 +17,12 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 
+from helper_utils.cli import ArgumentParser, one_line
 from helper_utils.paths import REPO
 from tools import publish, release
 
@@ -55,16 +55,16 @@ def fork(org: str, tag: str | None = None, root: Path = REPO) -> tuple[publish.R
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.fork", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m tools.fork", description=__doc__.splitlines()[0])
     parser.add_argument("--org", required=True, help="the fork's GitHub owner, or owner/name if it was renamed")
     parser.add_argument("--tag", help="the fork's release tag (default: <owner>-v<kit version>)")
     args = parser.parse_args(argv)
     root = REPO
     try:
         wanted, changed = fork(args.org, args.tag, root)
-    except (ValueError, release.ReleaseError) as error:
-        print(f"fork: {error}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError, release.ReleaseError) as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return 1
     for path in changed:
         print(f"written: {path.relative_to(root)}")
     print(f"The course now installs from {wanted.repository} at tag {wanted.tag}. Next:\n"

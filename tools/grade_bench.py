@@ -13,7 +13,6 @@ Times from a machine that other jobs share are not results: say what else ran.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from helper_utils.cli import ArgumentParser, int_at_least
 from helper_utils.paths import NOTEBOOKS, REPO, SOLUTIONS
 
 CORE = [p.stem for p in sorted(SOLUTIONS.glob("0[1-6]_*.ipynb"))]
@@ -63,10 +63,10 @@ def grade(kit: Path, submissions: Path, out: Path, extra: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.grade_bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--learners", type=int, default=30, help="class size (default 30)")
+    parser = ArgumentParser(prog="python -m tools.grade_bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--learners", type=int_at_least(1), default=30, help="class size (default 30)")
     parser.add_argument("--compare", type=Path, help="another checkout of the kit, graded in turn with this one")
-    parser.add_argument("--repeats", type=int, default=1, help="runs per kit (default 1)")
+    parser.add_argument("--repeats", type=int_at_least(1), default=1, help="runs per kit (default 1)")
     parser.add_argument("--json", type=Path, help="write the runs here as JSON")
     parser.add_argument("grade_args", nargs="*", help="passed on to python -m unittests.grade (after --)")
     args = parser.parse_args(argv)
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     for kit in kits[1:]:
         if not (kit / "unittests").is_dir():
             print(f"error: {kit} is not a checkout of the kit (no unittests/ in it)", file=sys.stderr)
-            return 2
+            return 1
     runs = []
     with tempfile.TemporaryDirectory(prefix="grade-bench-") as tmp:
         submissions = make_class(Path(tmp) / "submissions", args.learners)

@@ -8,12 +8,20 @@ as the JPEG files they are (so decoding and resizing are part of every request),
 them is in the default catalog. A hard time limit ends the run early; whatever finished by
 then is reported, and the report says the run was cut short.
 
+``--baseline REF`` measures an older version of the service side by side with this one: the
+tree of the git commit ``REF`` is unpacked into a temporary folder (``git archive``: nothing in
+the repository changes) and both servers serve the same artifacts, one after the other, in
+``--rounds`` rounds of alternating order (old, new, new, old, ...), so that a machine that grows
+busier during the run slows both alike. The report gives each one's requests per second and
+latency percentiles (p50, p95, p99).
+
 Client and server share the machine's CPU, so the numbers are those of a service on a busy
 laptop, not a capacity figure for a dedicated server.
 
 From a terminal (builds ``artifacts/service`` first when it is missing)::
 
     python -m tools.loadtest --requests 300 --concurrency 4 --report docs/results/service.md
+    python -m tools.loadtest --baseline 7a30068 --rounds 4 --requests 300 --concurrency 4 --report docs/results/service.md
 """
 
 from __future__ import annotations
@@ -25,18 +33,24 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
+from helper_utils.cli import ArgumentParser, int_at_least, run
+from helper_utils.files import atomic_path
 from helper_utils.going_further.serve import DEFAULT_DIR, build, free_port, is_built
+from helper_utils.paths import REPO
 
-__all__ = ["run_loadtest", "query_photos", "summarize", "report_markdown", "main"]
+__all__ = ["run_loadtest", "compare", "query_photos", "summarize", "report_markdown", "compare_markdown", "main"]
 
 ENDPOINTS = ("/search", "/predict")
+COMMAND = "python -m tools.loadtest"
 
 
 def query_photos(n: int = 50, data_root: str | Path | None = None) -> list[tuple[str, bytes]]:
@@ -57,26 +71,12 @@ def run_loadtest(service_dir: str | Path = DEFAULT_DIR, requests: int = 300, con
         ValueError: for a count, concurrency or time limit out of range.
         RuntimeError: the server did not come up (its log is in the message).
     """
-    _check("requests", requests, 1, 100_000)
-    _check("concurrency", concurrency, 1, 64)
-    _check("time_limit_s", time_limit_s, 1, 600)
-    service_dir = Path(service_dir)
-    if not is_built(service_dir):
-        print(f"No service artifacts in {service_dir}: building them first.", flush=True)
-        build(service_dir, data_root=data_root)
+    _check_settings(requests, concurrency, time_limit_s)
+    service_dir = _built(service_dir, data_root)
     queries = query_photos(n_queries, data_root)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "helper_utils.going_further.serve", "run", "--dir", str(service_dir), "--port", str(port),
-               "--threads", str(threads), "--no-access-log"]
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryFile("w+") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            health = _wait_for_health(url, server, log, timeout_s=60)
-            records, elapsed, cut_short = asyncio.run(_drive(url, queries, requests, concurrency, time_limit_s, k))
-        finally:
-            _stop(server)
+    with _server(service_dir, threads) as (url, health):
+        records, elapsed, cut_short = asyncio.run(_drive(url, queries, requests, concurrency, time_limit_s, k))
     summary = summarize(records, elapsed)
     summary.update(requests_planned=requests, concurrency=concurrency, time_limit_s=time_limit_s, cut_short=cut_short,
                    k=k, server_threads=threads, queries=len(queries), catalog_size=health["catalog"]["size"],
@@ -85,9 +85,104 @@ def run_loadtest(service_dir: str | Path = DEFAULT_DIR, requests: int = 300, con
     return summary
 
 
+def compare(baseline: str, service_dir: str | Path = DEFAULT_DIR, rounds: int = 2, requests: int = 300,
+            concurrency: int = 4, time_limit_s: float = 60.0, k: int = 5, threads: int = 1, n_queries: int = 50,
+            data_root: str | Path | None = None) -> dict:
+    """The service at git commit ``baseline`` and this one, measured side by side; returns both summaries.
+
+    Each round runs both servers, one after the other, with the order alternating between rounds
+    (old first, then new first, ...). Requests per second are the answered requests of all rounds
+    over their time; the percentiles are over every answered request.
+
+    Raises:
+        ValueError: bad settings, or ``baseline`` is not a commit of this repository.
+        RuntimeError: a server did not come up.
+    """
+    _check_settings(requests, concurrency, time_limit_s)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= 20:
+        raise ValueError(f"rounds should be a number from 1 to 20, got {rounds!r}")
+    _commit_of(baseline)  # a wrong commit fails now, not after building
+    service_dir = _built(service_dir, data_root)
+    queries = query_photos(n_queries, data_root)
+    load_before = os.getloadavg()[0]
+    runs: dict[str, list] = {"before": [], "after": []}
+    with tempfile.TemporaryDirectory(prefix="loadtest-baseline-") as tmp:
+        old_tree = _unpack_commit(baseline, Path(tmp))
+        for i in range(rounds):
+            for label in (("before", "after") if i % 2 == 0 else ("after", "before")):
+                tree = old_tree if label == "before" else None
+                with _server(service_dir, threads, tree) as (url, health):
+                    runs[label].append(asyncio.run(_drive(url, queries, requests, concurrency, time_limit_s, k)))
+    result = {"baseline": baseline, "head": _commit_of("HEAD"), "rounds": rounds, "requests_planned": requests,
+              "concurrency": concurrency, "k": k, "server_threads": threads, "queries": len(queries),
+              "catalog_size": health["catalog"]["size"], "time_limit_s": time_limit_s,
+              "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
+    for label, parts in runs.items():
+        records = [record for part in parts for record in part[0]]
+        result[label] = summarize(records, sum(part[1] for part in parts))
+        result[label]["cut_short"] = any(part[2] for part in parts)
+    return result
+
+
+def _check_settings(requests: int, concurrency: int, time_limit_s: float) -> None:
+    _check("requests", requests, 1, 100_000)
+    _check("concurrency", concurrency, 1, 64)
+    _check("time_limit_s", time_limit_s, 1, 600)
+
+
 def _check(name: str, value: float, low: float, high: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise ValueError(f"{name} should be a number from {low} to {high}, got {value!r}")
+
+
+def _built(service_dir: str | Path, data_root: str | Path | None) -> Path:
+    service_dir = Path(service_dir)
+    if not is_built(service_dir):
+        print(f"No service artifacts in {service_dir}: building them first.", flush=True)
+        build(service_dir, data_root=data_root)
+    return service_dir
+
+
+def _commit_of(ref: str) -> str:
+    """The full hash of ``ref`` in this repository; a ValueError when it names no commit."""
+    result = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ValueError(f"{ref!r} is not a commit of the repository at {REPO} (git rev-parse found none)")
+    return result.stdout.strip()
+
+
+def _unpack_commit(ref: str, folder: Path) -> Path:
+    """The files of commit ``ref`` (``git archive``), unpacked into ``folder``; the repository is not touched."""
+    commit = _commit_of(ref)
+    archive = folder / "tree.tar"
+    with open(archive, "wb") as out:
+        subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", commit], stdout=out, check=True)
+    tree = folder / commit[:12]
+    with tarfile.open(archive) as tar:
+        try:
+            tar.extractall(tree, filter="data")
+        except TypeError:  # pragma: no cover - a Python without extraction filters (3.10.11 and older)
+            tar.extractall(tree)
+    return tree
+
+
+@contextmanager
+def _server(service_dir: Path, threads: int, tree: Path | None = None) -> Iterator[tuple[str, dict]]:
+    """A server process on a free loopback port, from this tree or from ``tree`` (an older commit's files)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "helper_utils.going_further.serve", "run", "--dir", str(service_dir.resolve()),
+               "--port", str(port), "--threads", str(threads), "--no-access-log"]
+    env = dict(os.environ)
+    if tree is not None:  # the older package first on the path: `python -m` also puts the cwd first
+        env["PYTHONPATH"] = os.pathsep.join([str(tree), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    with tempfile.TemporaryFile("w+") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tree or REPO, env=env)
+        try:
+            yield url, _wait_for_health(url, server, log, timeout_s=120)
+        finally:
+            _stop(server)
 
 
 def _wait_for_health(url: str, server: subprocess.Popen, log, timeout_s: float) -> dict:
@@ -97,18 +192,18 @@ def _wait_for_health(url: str, server: subprocess.Popen, log, timeout_s: float) 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"the server exited with code {server.returncode}:\n{_tail(log)}")
+            raise RuntimeError(f"the server exited with code {server.returncode}: {_tail(log)}")
         try:
             return httpx.get(f"{url}/health", timeout=2).json()
         except httpx.HTTPError:
             time.sleep(0.2)
-    raise RuntimeError(f"the server did not answer /health within {timeout_s:.0f} s:\n{_tail(log)}")
+    raise RuntimeError(f"the server did not answer /health within {timeout_s:.0f} s: {_tail(log)}")
 
 
-def _tail(log, lines: int = 20) -> str:
+def _tail(log, lines: int = 5) -> str:
     log.flush()
     log.seek(0)
-    return "\n".join(log.read().splitlines()[-lines:])
+    return " | ".join(log.read().splitlines()[-lines:])
 
 
 def _stop(server: subprocess.Popen) -> None:
@@ -171,7 +266,8 @@ def summarize(records: Sequence[tuple[str, object, float]], elapsed_s: float) ->
                 errors[str(status)] = errors.get(str(status), 0) + 1
         row = {"requests": len(rows), "ok": len(ok), "errors": errors}
         if ok:
-            row.update(p50_ms=float(np.percentile(ok, 50)), p95_ms=float(np.percentile(ok, 95)), max_ms=float(max(ok)))
+            row.update(p50_ms=float(np.percentile(ok, 50)), p95_ms=float(np.percentile(ok, 95)),
+                       p99_ms=float(np.percentile(ok, 99)), max_ms=float(max(ok)))
         return row
 
     summary = {"elapsed_s": elapsed_s, "overall": stats(records)}
@@ -180,66 +276,109 @@ def summarize(records: Sequence[tuple[str, object, float]], elapsed_s: float) ->
     return summary
 
 
-def report_markdown(summary: dict, command: str) -> str:
-    """The summary as a markdown page (docs/results/service.md)."""
+def _machine_line(load_before: float, load_after: float) -> str:
     from helper_utils.device import machine_description
 
+    return (f"- Machine: {machine_description()}. Server and clients ran on it together (1-minute load average "
+            f"{load_before} before the run, {load_after} after; above the core count means other programs were "
+            f"using the CPU too).")
+
+
+def _timing_cells(row: dict) -> str:
+    return " | ".join(f"{row[key]:.1f}" if key in row else "-" for key in ("p50_ms", "p95_ms", "p99_ms", "max_ms"))
+
+
+def report_markdown(summary: dict, command: str) -> str:
+    """The summary as a markdown page (docs/results/service.md)."""
     o = summary["overall"]
     lines = [
         "# Search service: a short load test", "",
         f"Measured {summary['date']} with `{command}`.", "",
-        f"- Machine: {machine_description()}. Server and clients ran on it together (1-minute load average "
-        f"{summary['load_before']} before the run, {summary['load_after']} after; above the core count means "
-        f"other programs were using the CPU too).",
-        f"- Server: `python -m helper_utils.going_further.serve run` (uvicorn, one process, 127.0.0.1), onnxruntime with "
-        f"{summary['server_threads']} thread(s) per model, catalog of {summary['catalog_size']} photos "
+        _machine_line(summary["load_before"], summary["load_after"]),
+        f"- Server: `python -m helper_utils.going_further.serve run` (uvicorn, one process, 127.0.0.1), onnxruntime "
+        f"with {summary['server_threads']} thread(s) per model, catalog of {summary['catalog_size']} photos "
         f"({summary['catalog_backend']} index), access log off.",
         f"- Load: {summary['requests_planned']} requests from {summary['concurrency']} concurrent clients (httpx), "
         f"alternating `POST /search?k={summary['k']}` and `POST /predict`, each uploading one of "
         f"{summary['queries']} test-split JPEGs; {2 * summary['concurrency']} warm-up requests first, not counted; "
         f"time limit {summary['time_limit_s']:.0f} s"
         + (" (**reached: the run was cut short**)." if summary["cut_short"] else " (not reached)."), "",
-        "| | requests | ok | errors | p50 (ms) | p95 (ms) | max (ms) |", "|---|---|---|---|---|---|---|"]
+        "| | requests | ok | errors | p50 (ms) | p95 (ms) | p99 (ms) | max (ms) |", "|---|---|---|---|---|---|---|---|"]
     for name, row in [("all", o), *summary["endpoints"].items()]:
         errors = ", ".join(f"{n} x {s}" for s, n in row["errors"].items()) or "0"
-        timing = " | ".join(f"{row[key]:.1f}" if key in row else "-" for key in ("p50_ms", "p95_ms", "max_ms"))
         lines.append(f"| {name if name == 'all' else '`' + name + '`'} | {row['requests']} | {row['ok']} | "
-                     f"{errors} | {timing} |")
+                     f"{errors} | {_timing_cells(row)} |")
     lines += ["", f"**{o['rps']:.1f} requests per second** ({o['ok']} answered with 200 in "
               f"{summary['elapsed_s']:.1f} s); latency is measured by the client, from sending the upload to "
               "the whole answer.", ""]
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tools.loadtest", description=__doc__.splitlines()[0])
+def compare_markdown(result: dict, command: str) -> str:
+    """A side-by-side run (:func:`compare`) as a markdown page."""
+    lines = [
+        "# Search service: load test, before and after", "",
+        f"Measured {result['date']} with `{command}`.", "",
+        _machine_line(result["load_before"], result["load_after"]),
+        f"- Before: the service at commit `{result['baseline']}`; after: this tree (`{result['head'][:12]}`"
+        " and its uncommitted changes). Both serve the same artifacts (catalog of "
+        f"{result['catalog_size']} photos), with onnxruntime on {result['server_threads']} thread(s) per model.",
+        f"- Load: {result['rounds']} rounds, each running both servers one after the other (the order alternates); "
+        f"per server and round {result['requests_planned']} requests from {result['concurrency']} concurrent clients, "
+        f"alternating `POST /search?k={result['k']}` and `POST /predict` with {result['queries']} test-split JPEGs, "
+        "after uncounted warm-up requests.", "",
+        "| | requests | ok | errors | requests/s | p50 (ms) | p95 (ms) | p99 (ms) | max (ms) |",
+        "|---|---|---|---|---|---|---|---|---|"]
+    for label in ("before", "after"):
+        o = result[label]["overall"]
+        errors = ", ".join(f"{n} x {s}" for s, n in o["errors"].items()) or "0"
+        lines.append(f"| {label} | {o['requests']} | {o['ok']} | {errors} | {o['rps']:.1f} | {_timing_cells(o)} |")
+    before, after = result["before"]["overall"], result["after"]["overall"]
+    if before.get("rps") and after.get("p99_ms") and before.get("p99_ms"):
+        lines += ["", f"After / before: **{after['rps'] / before['rps']:.2f}x** the requests per second, "
+                  f"**{after['p99_ms'] / before['p99_ms']:.2f}x** the p99 latency."]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _parser() -> ArgumentParser:
+    parser = ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="service folder (default: artifacts/service)")
-    parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--requests", type=int_at_least(1), default=300)
+    parser.add_argument("--concurrency", type=int_at_least(1), default=4)
     parser.add_argument("--time-limit", type=float, default=60.0, help="seconds; the run stops there at the latest")
-    parser.add_argument("--k", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model in the server")
+    parser.add_argument("--k", type=int_at_least(1), default=5)
+    parser.add_argument("--threads", type=int_at_least(1), default=1, help="onnxruntime threads per model in the server")
+    parser.add_argument("--baseline", help="also measure the service of this git commit, side by side (e.g. main)")
+    parser.add_argument("--rounds", type=int_at_least(1), default=2, help="rounds of a side-by-side run")
     parser.add_argument("--report", type=Path, help="write the report as markdown here, e.g. docs/results/service.md")
     parser.add_argument("--json", type=Path, help="also write the summary as JSON here")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
-    command = "python -m tools.loadtest " + " ".join(argv if argv is not None else sys.argv[1:])
-    try:
-        summary = run_loadtest(args.dir, args.requests, args.concurrency, args.time_limit, args.k, args.threads)
-    except (ValueError, RuntimeError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    summary["date"] = _dt.date.today().isoformat()
-    markdown = report_markdown(summary, command.strip())
-    for path, text in [(args.report, markdown), (args.json, json.dumps(summary, indent=2) + "\n")]:
+    return run(lambda: _main(args, f"{COMMAND} " + " ".join(argv)), errors=(RuntimeError,))
+
+
+def _main(args: argparse.Namespace, command: str) -> int:
+    if args.baseline:
+        result = compare(args.baseline, args.dir, args.rounds, args.requests, args.concurrency, args.time_limit,
+                         args.k, args.threads)
+        result["date"] = _dt.date.today().isoformat()
+        markdown, failed = compare_markdown(result, command.strip()), any(
+            result[label]["overall"]["ok"] != result[label]["overall"]["requests"] for label in ("before", "after"))
+    else:
+        result = run_loadtest(args.dir, args.requests, args.concurrency, args.time_limit, args.k, args.threads)
+        result["date"] = _dt.date.today().isoformat()
+        markdown, failed = report_markdown(result, command.strip()), result["overall"]["ok"] != result["overall"]["requests"]
+    for path, text in [(args.report, markdown), (args.json, json.dumps(result, indent=2) + "\n")]:
         if path:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+            with atomic_path(path, mode=0o644) as tmp:
+                tmp.write_text(text)
     print(markdown)
-    return 0 if summary["overall"]["ok"] == summary["overall"]["requests"] else 1
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import ast
 import re
 import sys
@@ -41,6 +40,7 @@ from pathlib import Path
 
 import nbformat
 
+from helper_utils.cli import ArgumentParser, one_line
 from helper_utils.paths import NOTEBOOKS, REPO, SOLUTIONS
 from tools import publish
 from unittests.grading.cells import defined_names
@@ -320,7 +320,7 @@ def clean_solutions(solutions: Path = SOLUTIONS, check: bool = False) -> list[Pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.release", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m tools.release", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check; exit 1 if anything would change")
     parser.add_argument("--clean", action="store_true", help="strip the solution notebooks in place")
     parser.add_argument("--publish", action="store_true",
@@ -337,8 +337,8 @@ def main(argv: list[str] | None = None) -> int:
             changed = release(check=args.check) + write_references(check=args.check)
             verb = "stale (run `make release`)" if args.check else "written"
             launch = publish.problems(publish=args.publish) if args.check else []
-    except ReleaseError as error:
-        print(f"release: {error}", file=sys.stderr)
+    except (ReleaseError, ValueError, OSError) as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
     for path in changed:
         print(f"{verb}: {path.relative_to(REPO)}")

@@ -20,8 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from helper_utils.checkpoints import BACKBONE_FILE, CheckpointError, load_backbone
+from helper_utils.checkpoints import BACKBONE_FILE, load_backbone
+from helper_utils.cli import ArgumentParser, run
 from helper_utils.data import ClothingDataset
+from helper_utils.files import atomic_path
 from helper_utils.device import get_device, machine_description
 from helper_utils.recipes import SiameseRecipe, fit_siamese
 from helper_utils.reference import SiameseEncoder, get_embeddings, val_transform
@@ -66,23 +68,35 @@ def sweep_markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.siamese_sweep", description=__doc__.splitlines()[0])
-    parser.add_argument("--variations", type=json.loads, default=list(DEFAULT_VARIATIONS),
+    parser = ArgumentParser(prog="python -m tools.siamese_sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("--variations", type=_variations, default=list(DEFAULT_VARIATIONS),
                         help="a JSON list of SiameseRecipe field changes, one training run each")
     parser.add_argument("--backbone", type=Path, default=None, help="default: checkpoints/backbone_best.pt")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     parser.add_argument("--from-json", type=Path, help="print the table of a saved sweep, training nothing")
     args = parser.parse_args(argv)
+    return run(lambda: _main(args))
+
+
+def _variations(text: str) -> list[dict]:
+    """``--variations``: a JSON list of objects, each a set of SiameseRecipe field changes."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"is not JSON ({error.msg}); give a list of objects, e.g. "
+                                         "'[{\"margin\": 0.1}]'") from None
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise argparse.ArgumentTypeError("must be a JSON list of objects, e.g. '[{\"margin\": 0.1}]'")
+    return value
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.from_json:
-        print(sweep_markdown(json.loads(args.from_json.read_text())["rows"]), end="")
+        print(_saved_table(args.from_json), end="")
         return 0
     device = get_device()
     backbone_path = args.backbone or checkpoint_dir() / BACKBONE_FILE
-    try:
-        backbone, _ = load_backbone(backbone_path, device=device)  # a finished run of notebook 03
-    except CheckpointError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    backbone, _ = load_backbone(backbone_path, device=device)  # a finished run of notebook 03; else a CheckpointError
     catalog = ClothingDataset("validation", transform=val_transform)
     print(f"Siamese recipe sweep on {machine_description()}, from {backbone_path}", flush=True)
     rows = [{"changes": "backbone as it is", **_measure(SiameseEncoder(backbone).to(device), catalog, device),
@@ -92,10 +106,18 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(run_variation(changes, backbone_path, device, catalog))
         print(rows[-1], flush=True)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": machine_description(), "rows": rows}, indent=2) + "\n")
+        with atomic_path(args.json, mode=0o644) as tmp:
+            tmp.write_text(json.dumps({"machine": machine_description(), "rows": rows}, indent=2) + "\n")
     print("\n" + sweep_markdown(rows), end="")
     return 0
+
+
+def _saved_table(path: Path) -> str:
+    """The table of a sweep saved with ``--json``; a ValueError naming the file when it is not one."""
+    try:
+        return sweep_markdown(json.loads(path.read_text(encoding="utf-8"))["rows"])
+    except (ValueError, KeyError, TypeError, IndexError) as error:  # ValueError: not JSON, or not UTF-8
+        raise ValueError(f"{path} is not a sweep saved with --json ({type(error).__name__}: {str(error)[:80]})") from None
 
 
 if __name__ == "__main__":

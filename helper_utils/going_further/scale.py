@@ -3,21 +3,20 @@ benchmark of exact against approximate (FAISS HNSW, IVF) nearest-neighbour searc
 
 The synthetic catalog
 ---------------------
-The real catalog has 2758 photos, far too few to show why approximate search exists, and a
-million real fashion photos are not at hand. :func:`synthetic_catalog` draws a stand-in from a
-**Gaussian mixture on the unit sphere**, because what makes an index fast or slow is the
-*geometry* of the data, and real embeddings are nothing like uniform noise: they come in
-clusters (product types, near-duplicate photos), fill only a few of their 64 directions, and, for
-the encoder the mixture was fitted to, lie in one cone (see below). Uniform
-noise in 64 dimensions has almost no neighbourhood structure: a point's nearest neighbour is
-nearly as far as a random point (median 1.08 against 1.41 at 2758 points), which makes every
-index look bad. How much recall depends on this "local intrinsic dimensionality" is shown by
-Aumüller and Ceccarello, "The role of local intrinsic dimensionality in benchmarking nearest
-neighbor search" (SISAP 2019).
+The real catalog has a few thousand photos, far too few to show why approximate search exists,
+and a million real fashion photos are not at hand. :func:`synthetic_catalog` draws a stand-in
+from a **Gaussian mixture on the unit sphere**, because what makes an index fast or slow is the
+*geometry* of the data, and real embeddings are nothing like uniform noise: they come in clusters
+(product types, near-duplicate photos) and fill only a few of their 64 directions. Uniform noise
+in 64 dimensions has almost no neighbourhood structure (a point's nearest neighbour is nearly as
+far as a random point), which makes every index look bad. How much recall depends on this "local
+intrinsic dimensionality" is shown by Aumüller and Ceccarello, "The role of local intrinsic
+dimensionality in benchmarking nearest neighbor search" (SISAP 2019).
 
 How a catalog of ``n`` vectors is drawn (all seeded, float32, see :class:`CatalogShape`):
 
-1. one shared direction ``m`` with non-negative entries (the cone) and a random orthonormal basis;
+1. one shared direction ``m`` with non-negative entries (a cone, as pooled ReLU features form) and
+   a random orthonormal basis;
 2. ``n / points_per_cluster`` cluster centres ``mean_weight * m + centre_weight * (s_c * z) @ basis``
    with ``z`` standard normal and ``s_c`` a power-law spectrum (``centre_decay``): the centres
    spread over some directions more than others;
@@ -27,25 +26,19 @@ How a catalog of ``n`` vectors is drawn (all seeded, float32, see :class:`Catalo
    (``anisotropy``): every cluster is stretched differently;
 5. every point is L2-normalised, as the course normalises embeddings.
 
-The cluster count grows with ``n`` (thousands at a million), as a bigger shop has more kinds of
-products, so the density around a query, and with it the difficulty of the search, stays like
-the real catalog's (median nearest-neighbour distance 0.37 at a million against 0.385 for the
-real catalog, in the committed run). What does not stay the same: the many more centres fill
-more directions (about 51 effective dimensions at a million against 10 for the real catalog).
-The five weights were fitted (Nelder-Mead, seeds 0 and 1, n = 2758) to five
-statistics of the real validation+train embeddings of ``checkpoints/encoder_best.pt`` as the kit
-made it before notebook 05 added its projection head, when embeddings were pooled ReLU features,
-never negative, all in one cone: median
-distance to the 1st and 10th nearest neighbour, median distance between random pairs, length of
-the mean vector (the cone) and participation ratio of the covariance spectrum (the effective
-number of dimensions). :func:`catalog_statistics` measures them, and the benchmark report puts
-the real and synthetic values side by side every time it runs, so the match is re-checked, not
-assumed. With the projection head the real embeddings no longer form a tight cone (mean vector length
-about 0.22 instead of 0.78, random pairs about 1.43 apart): notebook 09 prints the largest gap. A refit
-to them matched all five statistics within 5% at 2758 items, but its nearly flat spectrum of centres
-fills all 64 directions at a million, where HNSW then needs ``ef_search`` 512 for recall@10 0.96, 9x
-faster than brute force; how the real geometry grows to a million photos is not known, so the committed
-benchmark keeps the fit above.
+The cluster count grows with ``n``, as a bigger shop has more kinds of products, so the density
+around a query, and with it the difficulty of the search, stays like the real catalog's. What
+does not stay the same: the many more centres fill more directions than the real catalog does.
+The weights were fitted (Nelder-Mead, two seeds, at the real catalog's size) to five statistics
+of the real embeddings of notebook 05's encoder as the kit made it before the encoder had a
+projection head: median distance to the 1st and 10th nearest neighbour, median distance between
+random pairs, length of the mean vector (the cone) and participation ratio of the covariance
+spectrum (the effective number of dimensions). :func:`catalog_statistics` measures them, and the
+benchmark report puts the real and synthetic values side by side every time it runs, so the match
+is re-checked, not assumed. The encoder with its projection head no longer makes a tight cone; a
+refit to it was tried and not adopted, because how the real geometry grows to a million photos is
+not known. The results page (``docs/results/README.md``, "Search at scale") has the fitted and
+measured values, and what the refit did.
 
 The benchmark
 -------------
@@ -56,27 +49,19 @@ of one large batch, recall@10 against exact brute force, and index size. It resp
 machine: FAISS, torch and the BLAS behind numpy use as many threads as torch was given
 for batches, and **one thread for single queries**, for every method alike. That is how a
 search service answers one request (concurrent requests take the other cores), and a second
-thread on a query this small only adds synchronisation: on the shared 2-core machine, with
-other jobs running, FAISS's flat search over 20k vectors took a median 0.19 ms per query on one
-thread and 26 ms on two, as its threads waited for each other at every barrier.
+thread on a query this small only adds synchronisation: on a busy machine the threads of one
+query wait for each other at every barrier, which costs far more than the search itself.
 
-CLI (writes a JSON, a markdown report and a recall-versus-latency plot)::
-
-    python -m helper_utils.going_further.scale --n 1000000 --json docs/results/scale_results.json \\
-        --plot docs/results/scale_recall_latency.png --markdown docs/results/scale.md
-
-``--from-json`` re-renders the markdown and plot of a saved run without measuring again.
+``make bench-scale`` (``python -m tools.scale_bench``) runs it at a million items and writes the
+JSON, the markdown page and the recall-versus-latency plot under ``docs/results/``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as _dt
-import json
 import os
 import platform
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -89,7 +74,7 @@ from helper_utils.retrieval import l2_normalize
 
 __all__ = ["CatalogShape", "IndexConfig", "synthetic_catalog", "catalog_statistics", "real_catalog",
            "default_configs", "benchmark_configs", "single_query_ms", "run_scale_benchmark", "summarize",
-           "results_table", "to_markdown", "plot_recall_latency", "main"]
+           "results_table", "format_speedup", "plot_recall_latency"]
 
 TARGET_SPEEDUP, TARGET_RECALL, HIGH_RECALL = 100.0, 0.95, 0.99  # the issue's targets
 BRUTE_FORCE = ("exact", "flat")  # exact search: torch and FAISS; speedups are against the faster of the two
@@ -102,12 +87,12 @@ BRUTE_FORCE = ("exact", "flat")  # exact search: torch and FAISS; speedups are a
 class CatalogShape:
     """Parameters of :func:`synthetic_catalog`; the weights were fitted to the real embeddings."""
 
-    points_per_cluster: int = 250  # ~ a product type: 4000 clusters at a million items
-    mean_weight: float = 1.45  # pull towards the shared direction: the cone (mean vector length ~0.78)
-    centre_weight: float = 1.05  # how far apart the centres are (random-pair distance ~0.9)
-    spread: float = 0.60  # cluster width (nearest-neighbour distance ~0.38 at 2758 items)
+    points_per_cluster: int = 250  # ~ a product type: n / 250 clusters
+    mean_weight: float = 1.45  # pull towards the shared direction: sets the mean vector's length (the cone)
+    centre_weight: float = 1.05  # how far apart the centres are: sets the random-pair distance
+    spread: float = 0.60  # cluster width: sets the nearest-neighbour distance
     centre_decay: float = 0.17  # power-law exponent of the centres' spectrum
-    spread_decay: float = 0.26  # ... and of the within-cluster spectrum (~10 effective dimensions)
+    spread_decay: float = 0.26  # ... and of the within-cluster spectrum: sets the effective dimensions
     anisotropy: float = 0.5  # sigma of the log-normal per-cluster axis scales
     size_skew: float = 1.0  # sigma of the log-normal cluster sizes
 
@@ -233,9 +218,9 @@ def default_configs(n: int, hnsw_m: Sequence[int] = (16, 32), ef_construction: i
     """Exact, FAISS flat, HNSW per ``M`` over ``ef_search``, IVF over ``nprobe``, sized for ``n`` items.
 
     ``ef_construction=100`` rather than the SearchIndex default of 200: building a million-item
-    graph is the slowest step here, and 100 already gives recall@10 above 0.99 on this data.
-    IVF gets ``nlist = min(1024, 4 * sqrt(n))`` cells: 1024 keeps k-means training (on up to
-    256 points per cell) to seconds on two cores.
+    graph is the slowest step here, and the lower value already reaches the high-recall target on
+    this data (the results page has the run). IVF gets ``nlist = min(1024, 4 * sqrt(n))`` cells:
+    the cap keeps k-means training (on up to 256 points per cell) short on a laptop.
     """
     nlist = max(1, min(1024, round(4 * n ** 0.5)))
     return ([IndexConfig("exact"), IndexConfig("flat")]
@@ -447,97 +432,14 @@ def results_table(rows: Sequence[dict], k: int = 10) -> list[str]:
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['build_s']:.1f} | {r['single_median_ms']:.3f} | {r['single_p95_ms']:.3f} | "
-                     f"{r['batch_ms_per_query']:.4f} | {r['recall_at_k']:.4f} | {_times(r['speedup_single'])} | "
+                     f"{r['batch_ms_per_query']:.4f} | {r['recall_at_k']:.4f} | {format_speedup(r['speedup_single'])} | "
                      f"{r['index_bytes'] / 2**20:.1f} |")
     return lines
 
 
-def to_markdown(report: dict, plot_name: str | None = None, rendered_from: str | None = None) -> str:
-    """The report as markdown: setup, verdicts, the synthetic and real tables, the geometry check.
-
-    Args:
-        report: what :func:`run_scale_benchmark` returned (or its JSON, read back).
-        plot_name: the plot's path relative to the markdown file, to embed it.
-        rendered_from: the command that re-rendered this report from a saved JSON, if it was.
-    """
-    s, summary = report["setup"], report["summary"]
-    best, high = summary["best_hnsw"], summary["fastest_high_recall"]
-    lines = [f"# Search at scale: {s['n']:,} synthetic embeddings ({s['dim']}-d)", "",
-             f"Measured {s['date']} on {s['machine']}; {s['cpu_count']} CPU cores, FAISS, torch and BLAS limited to "
-             f"{s['threads']} threads; numpy {s['versions']['numpy']}, faiss {s['versions']['faiss']}. Seed {s['seed']}.",
-             _load_sentence(s), "Single queries run on one thread, batches on "
-             f"{s['threads']} (why: `helper_utils/going_further/scale.py`).", ""]
-    if s.get("command"):
-        lines += ["Command:", "", "```", s["command"], "```", ""]
-    if rendered_from:
-        lines += [f"This page was re-rendered from the run's JSON, without measuring again: `{rendered_from}`.", ""]
-    lines += [f"Queries: {s['n_queries']} new draws from the same mixture, searched as one batch (recall@{s['k']} "
-              f"against exact brute force, batch latency); the first {s['n_single']} also one at a time "
-              "(median and p95 latency, through `SearchIndex.search`, validation and normalisation included). "
-              "Speedups are against the faster brute force per single query: torch (`exact`) or FAISS (`flat`).", "",
-              "## Verdict", ""]
-    if best:
-        lines.append(f"- Fastest HNSW with recall@{s['k']} >= {summary['target_recall']}: **{best['method']}**, "
-                     f"{best['single_median_ms']:.3f} ms per single query against {summary['exact_single_ms']:.2f} ms "
-                     f"for exact brute force (`{summary['exact_method']}`): **{_times(best['speedup_single'])} faster** at recall@{s['k']} "
-                     f"{best['recall_at_k']:.4f}.")
-    lines.append(f"- Target (HNSW >= {summary['target_speedup']:.0f}x faster per single query at recall@{s['k']} >= "
-                 f"{summary['target_recall']}): **{'met' if summary['target_met'] else 'not met'}**.")
-    lines.append(f"- Fastest setting with recall@{s['k']} >= {summary['high_recall']}: " + (
-        f"**{high['method']}**, {high['single_median_ms']:.3f} ms ({_times(high['speedup_single'])} faster than brute force), "
-        f"recall {high['recall_at_k']:.4f}." if high else "none of the settings measured."))
-    lines += ["", "## Synthetic catalog", ""] + results_table(report["synthetic"], s["k"])
-    if plot_name:
-        lines += ["", f"![recall against single-query latency]({plot_name})"]
-    lines += _geometry_lines(report.get("geometry", {}), s["k"])
-    if report.get("real"):
-        real = report["real"]
-        lines += ["", f"## The real catalog ({report['geometry']['real']['n']} photos, test photos as queries)", "",
-                  "Too small for approximate search to matter: everything is well under a millisecond, and exact "
-                  "search is the right choice at this size.", ""] + results_table(real, s["k"])
-    lines += ["", "Regenerate with the command above (`python -m helper_utils.going_further.scale --help` for options); "
-              "the synthetic catalog is described in `helper_utils/going_further/scale.py`."]
-    return "\n".join(lines) + "\n"
-
-
-def _times(speedup: float) -> str:
+def format_speedup(speedup: float) -> str:
+    """``238.4`` -> ``"238x"``, ``3.14`` -> ``"3.1x"``: how the tables print a speed-up."""
     return f"{speedup:.0f}x" if speedup >= 10 else f"{speedup:.1f}x"
-
-
-def _load_sentence(setup: dict) -> str:
-    """Whether other jobs competed for the cores during the run, from the load averages recorded."""
-    start, end, cores = setup.get("load_average_at_start"), setup.get("load_average_at_end"), setup["cpu_count"]
-    if not start or not end:
-        return "The load average was not recorded."
-    loads = f"load average (1, 5, 15 min) {'/'.join(f'{v:.1f}' for v in start)} at the start and " \
-            f"{'/'.join(f'{v:.1f}' for v in end)} at the end, on {cores} cores"
-    if max(start[0], end[0]) > cores:
-        return (f"**The machine was shared**: {loads}, so other jobs competed for the cores during the run and "
-                "the timings carry that noise (the p95 column shows it).")
-    return f"The machine was otherwise quiet: {loads}."
-
-
-def _geometry_lines(geometry: dict, k: int) -> list[str]:
-    if "real" not in geometry:
-        return []
-    columns = [("real", "real catalog"), ("synthetic_same_size", "synthetic, same size"), ("synthetic", "synthetic, benchmark size")]
-    columns = [(key, title) for key, title in columns if key in geometry]
-    lines = ["", "## Is the synthetic catalog shaped like the real one?", "",
-             "The mixture's weights were fitted to the real embeddings at their size; the same generator at the "
-             "benchmark size has more clusters, as a bigger shop has more kinds of products. The distances to the "
-             "nearest items, which set how hard a search is around a query, stay close to the real catalog's; the "
-             "many more cluster centres fill more directions than the real catalog does (effective dimensions), "
-             "which a million real photos may or may not do.", "",
-             "| statistic | " + " | ".join(title for _, title in columns) + " |",
-             "|---|" + "---:|" * len(columns)]
-    names = [("n", "items"), ("nn1_median", "median distance, query to its nearest item"),
-             (f"nn{k}_median", f"median distance, query to its {k}th nearest"),
-             ("pair_median", "median distance between random items"), ("mean_length", "length of the mean vector"),
-             ("effective_dims", "effective dimensions (participation ratio)")]
-    for key, title in names:
-        values = [geometry[c][key] for c, _ in columns]
-        lines.append(f"| {title} | " + " | ".join(f"{v:,}" if key == "n" else f"{v:.3f}" for v in values) + " |")
-    return lines
 
 
 def plot_recall_latency(report: dict, path: str | os.PathLike | None = None):
@@ -571,52 +473,3 @@ def plot_recall_latency(report: dict, path: str | os.PathLike | None = None):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path)
     return fig
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helper_utils.going_further.scale", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=1_000_000, help="synthetic catalog size")
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--queries", type=int, default=1000, help="batch of queries (recall, batch latency)")
-    parser.add_argument("--single", type=int, default=200, help="queries also timed one at a time")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="FAISS/BLAS threads (default: torch's)")
-    parser.add_argument("--no-real", action="store_true", help="skip the real catalog (no checkpoint or data needed)")
-    parser.add_argument("--from-json", type=Path, help="re-render the markdown and plot of an earlier run's JSON "
-                        "instead of measuring")
-    parser.add_argument("--json", type=Path, help="write the full results here")
-    parser.add_argument("--plot", type=Path, help="write the recall-latency plot (PNG) here")
-    parser.add_argument("--markdown", type=Path, help="write the markdown report here")
-    args = parser.parse_args(argv)
-    if args.plot or args.markdown:
-        import matplotlib
-
-        matplotlib.use("Agg")
-    rendered = None
-    if args.from_json:
-        report = json.loads(args.from_json.read_text())
-        rendered = "python -m helper_utils.going_further.scale " + " ".join(sys.argv[1:] if argv is None else argv)
-    else:
-        report = run_scale_benchmark(args.n, args.dim, args.queries, args.single, seed=args.seed,
-                                     real=not args.no_real, threads=args.threads)
-        report["setup"]["command"] = "python -m helper_utils.going_further.scale " + " ".join(sys.argv[1:] if argv is None else argv)
-    for path, text in ((args.json, lambda: json.dumps(report, indent=1)),
-                       (args.markdown, lambda: to_markdown(report, _relative(args.plot, args.markdown), rendered))):
-        if path:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text())
-            print(f"wrote {path}")
-    if args.plot:
-        plot_recall_latency(report, args.plot)
-        print(f"wrote {args.plot}")
-    return 0
-
-
-def _relative(plot: Path | None, markdown: Path | None) -> str | None:
-    if plot is None or markdown is None:
-        return None
-    return os.path.relpath(plot, markdown.parent)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -25,21 +25,29 @@ Endpoints (every error is JSON ``{"detail": "<what went wrong and what to do>"}`
 
 Bad requests get a 4xx and the service keeps running:
 
-- 400: the upload is empty, not a JPEG/PNG/WebP image, has too many pixels, or is truncated
-  or corrupt; or the ``Host`` header names another host than the service's (DNS rebinding);
+- 400: the upload is empty, not a JPEG/PNG/WebP image, has too many pixels or JPEG scans, is
+  truncated or corrupt, or takes longer than ``decode_time_limit_s`` to decode; or the ``Host``
+  header names another host or port than the service's own (DNS rebinding);
+- 403: an upload sent by a web page of another origin (its ``Origin`` header, or
+  ``Sec-Fetch-Site: cross-site``): any site open in the learner's browser could otherwise post
+  to the service;
 - 408: the body stalls (no bytes for ``body_timeout_s``) or takes longer than 6 times that;
 - 413: the body is larger than ``max_upload_bytes`` (10 MB), refused before it is parsed
   when the client declares its length, and counted while it arrives when it does not;
 - 415: the request is not ``multipart/form-data``, or the file part declares a type that is
   not ``image/*`` (``application/octet-stream`` and no type at all are accepted: the bytes decide);
-- 422: the ``file`` field is missing, or ``k`` is not an integer from 1 to ``max_k``.
+- 422: the ``file`` field is missing, or ``k`` is not an integer from 1 to ``max_k``;
+- 503: every decode slot stayed busy for 30 s.
 
 JPEG, PNG and WebP in any mode work: grayscale, palette, 16-bit and RGBA photos are converted
 to RGB (transparent areas become white, EXIF orientation applied) by
 :func:`helper_utils.images.decode_image`, the decoder the dataset uses too, so a catalog photo
-sent as a query gives the catalog's pixels. At most ``decode_slots`` (2) uploads are decoded at
-once, which bounds the memory the service needs whatever the number of clients. Error bodies
-are short sentences: they never echo the request back.
+sent as a query gives the catalog's pixels. Uploads are decoded in ``decode_slots`` (2) worker
+processes (:mod:`helper_utils.going_further.decoding`), one upload each at a time: a decode that
+takes longer than its time limit is stopped by killing its worker, and the memory the service
+needs stays bounded whatever the number of clients (what a slot costs: the results page). Error
+bodies are short sentences: they never echo the request back. The server itself caps open
+connections and the time to send request headers (:mod:`helper_utils.going_further.connections`).
 
 From a terminal::
 
@@ -60,7 +68,7 @@ import socket
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import quote
@@ -70,12 +78,16 @@ from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 
-from helper_utils.paths import artifacts_dir
-from helper_utils.going_further.export import (CLASSIFIER_FILE, ENCODER_FILE, INPUT_NAME, export_models, onnx_session,
-                                 read_metadata, resize_for_model)
+from helper_utils.cli import ArgumentParser, int_at_least, run
 from helper_utils.files import sha256_file
+from helper_utils.going_further.connections import (HEADER_TIMEOUT_S, MAX_CONNECTIONS, GuardedServer,
+                                                    server_config)
+from helper_utils.going_further.decoding import DECODE_TIME_LIMIT_S, DecodePool, DecoderBusy
+from helper_utils.going_further.export import (CLASSIFIER_FILE, ENCODER_FILE, INPUT_NAME, export_models, onnx_session,
+                                               read_metadata)
 from helper_utils.going_further.search_index import SearchIndex
-from helper_utils.images import MAX_UPLOAD_BYTES, QueryImageError, decode_image
+from helper_utils.images import MAX_UPLOAD_BYTES, QueryImageError
+from helper_utils.paths import artifacts_dir
 
 __all__ = ["MAX_UPLOAD_BYTES", "MAX_K", "DEFAULT_DIR", "INDEX_DIR", "OnnxModels", "create_app", "build",
            "BackgroundServer", "free_port", "main"]
@@ -86,9 +98,10 @@ INDEX_DIR, MANIFEST = "catalog", "service.json"
 UPLOAD_PATHS = ("/predict", "/search")
 _MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file, on top of its bytes
 _EMBED_BATCH = 256  # catalog photos per onnxruntime call while building
-DECODE_SLOTS = 2  # uploads decoded at once: each may hold up to ~64 MB of pixels while it decodes
+DECODE_SLOTS = 2  # uploads decoded at once, one worker process each (what a slot costs: tools/decode_memory.py)
 BODY_TIMEOUT_S = 10.0  # a body that sends nothing for this long is cut off (408); the whole body gets 6x
 ALLOWED_HOSTS = ("127.0.0.1", "localhost", "[::1]")  # the service listens on loopback: other names are rebinding
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")  # what a page of another origin may send (no uploads, nothing changes)
 _MAX_DETAIL = 300  # characters of an error message: never a request's content echoed back
 
 
@@ -119,10 +132,6 @@ class OnnxModels:
         self._info = {name: {**self.meta[name], "file": path.name, "bytes": path.stat().st_size,
                              "sha256": sha256_file(path)[:16]} for name, path in self.files.items()}
 
-    def pixels(self, image) -> np.ndarray:
-        """A decoded RGB PIL image -> the models' input, uint8 ``(1, size, size, 3)``."""
-        return resize_for_model(image, self.image_size)[None]
-
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 ``(B, size, size, 3)`` -> L2-normalised float32 embeddings ``(B, D)``."""
         return self.encoder.run(["embeddings"], {INPUT_NAME: pixels})[0]
@@ -141,7 +150,7 @@ class OnnxModels:
 def create_app(model_dir: str | Path, index_path: str | Path, *, image_root: str | Path | None = None,
                max_upload_bytes: int = MAX_UPLOAD_BYTES, max_k: int = MAX_K, threads: int | None = 1,
                allowed_hosts: Sequence[str] = ALLOWED_HOSTS, decode_slots: int = DECODE_SLOTS,
-               body_timeout_s: float = BODY_TIMEOUT_S):
+               body_timeout_s: float = BODY_TIMEOUT_S, decode_time_limit_s: float = DECODE_TIME_LIMIT_S):
     """Build the FastAPI app over exported models and a saved index (nothing global: tests build many).
 
     Args:
@@ -151,10 +160,13 @@ def create_app(model_dir: str | Path, index_path: str | Path, *, image_root: str
         max_upload_bytes: larger uploads get a 413.
         max_k: the largest ``k`` a search may ask for.
         threads: onnxruntime intra-op threads per model (see :class:`OnnxModels`).
-        allowed_hosts: host names the ``Host`` header may carry (any port); others get a 400, so a
-            web page whose DNS name is rebound to 127.0.0.1 cannot talk to the service.
-        decode_slots: uploads decoded at the same time; more requests wait for a slot.
+        allowed_hosts: host names the ``Host`` header may carry, with the port the service listens on;
+            others get a 400, so a web page whose DNS name is rebound to 127.0.0.1 cannot talk to the
+            service. Uploads must also come from that origin (``Origin`` header), else 403.
+        decode_slots: uploads decoded at the same time, each in its own worker process; more
+            requests wait for a slot.
         body_timeout_s: seconds a request body may stall before a 408 (the whole body: 6x).
+        decode_time_limit_s: a decode that takes longer is stopped (its worker killed): 400.
 
     Raises:
         FileNotFoundError: a model or the index is missing (the message names the build command).
@@ -172,7 +184,15 @@ def create_app(model_dir: str | Path, index_path: str | Path, *, image_root: str
     if index.dim != models.dim:
         raise ValueError(f"the index at {index_path} holds {index.dim}-d vectors but the encoder makes {models.dim}-d "
                          "embeddings: rebuild both with `python -m helper_utils.going_further.serve build`")
-    app = FastAPI(title="Fashion visual search", version="1.0",
+    decoder = DecodePool(int(decode_slots), decode_time_limit_s, size=models.image_size, max_bytes=max_upload_bytes)
+
+    @asynccontextmanager
+    async def lifespan(app):  # a running server starts its decode workers at once, and stops them with it
+        decoder.start()
+        yield
+        decoder.close()
+
+    app = FastAPI(title="Fashion visual search", version="1.0", lifespan=lifespan,
                   description="Classify a clothing photo or find similar catalog photos (ONNX models, catalog index).")
     app.state.models, app.state.index = models, index
     app.state.image_root = Path(image_root).resolve()
@@ -180,10 +200,7 @@ def create_app(model_dir: str | Path, index_path: str | Path, *, image_root: str
     app.state.catalog_classes = sorted({str(label) for label in index.labels})
     app.state.limits = {"max_upload_bytes": int(max_upload_bytes), "max_k": int(max_k)}
     app.state.started = time.time()
-    # Uploads are decoded on a pool of ``decode_slots`` threads: at most that many full-size images exist at
-    # once, and only those threads' malloc arenas ever hold them (decoding on uvicorn's 40 request threads let
-    # each keep ~80 MB after a large PNG)
-    app.state.decoder = ThreadPoolExecutor(max_workers=int(decode_slots), thread_name_prefix="decode")
+    app.state.decoder = decoder  # worker processes, started on first use (or by the lifespan above)
     app.add_middleware(_UploadGuard, max_body=max_upload_bytes + _MULTIPART_SLACK, body_timeout_s=body_timeout_s)
     app.add_middleware(_HostGuard, allowed_hosts=allowed_hosts)  # added last: runs first
     _add_error_handlers(app)
@@ -244,10 +261,10 @@ def _add_routes(app: FastAPI, max_k: int) -> None:
 
 
 def _read_pixels(app: FastAPI, file: UploadFile) -> np.ndarray:
-    """The upload as the models' input ``(1, size, size, 3)`` uint8, or an HTTPException (413, 415, 400).
+    """The upload as the models' input ``(1, size, size, 3)`` uint8, or an HTTPException (413, 415, 400, 503).
 
-    Decoding runs on one of ``decode_slots`` threads: the full-size pixels live only there, so
-    memory stays bounded however many uploads arrive together.
+    Decoding runs in one of ``decode_slots`` worker processes, within a hard time limit: the
+    full-size pixels live only there, so memory stays bounded however many uploads arrive together.
     """
     declared = (file.content_type or "").split(";")[0].strip().lower()
     if declared and not declared.startswith("image/") and declared != "application/octet-stream":
@@ -259,14 +276,12 @@ def _read_pixels(app: FastAPI, file: UploadFile) -> np.ndarray:
     if len(data) > limit:
         raise HTTPException(413, f"the upload is larger than the {limit / 2**20:.0f} MB limit; send a smaller photo")
     try:
-        return app.state.decoder.submit(_decode_pixels, app.state.models, data, limit).result()
-    except QueryImageError as error:
+        return app.state.decoder.decode(data).pixels[None]  # (1, size, size, 3)
+    except QueryImageError as error:  # refused, unreadable, or stopped at the time limit
         raise HTTPException(400, str(error)) from None  # names neither the file nor the bytes sent
-
-
-def _decode_pixels(models: OnnxModels, data: bytes, limit: int) -> np.ndarray:
-    """Runs on a decode thread: the bytes -> the models' input; the full-size image never leaves it."""
-    return models.pixels(decode_image(data, name="the upload", max_bytes=limit))
+    except DecoderBusy:
+        raise HTTPException(503, "every decode slot is busy; try again in a few seconds",
+                            headers={"Retry-After": "5"}) from None
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -306,10 +321,18 @@ def _short(text: str) -> str:
 
 
 class _HostGuard:
-    """ASGI middleware: answer only requests whose ``Host`` names this machine's loopback (any port).
+    """ASGI middleware: answer only requests addressed to this service, and uploads only from its own pages.
 
-    A web page can rebind its own DNS name to 127.0.0.1 and then call the service from the
-    browser; its requests still carry its name in ``Host``, so they get a 400 here.
+    * ``Host`` must name an allowed host **and the port the service listens on** (no port: 80). A
+      web page can rebind its own DNS name to 127.0.0.1 and then call the service from the
+      browser; its requests still carry its name in ``Host``, so they get a 400 here.
+      ``localhost:evil.com`` is not a port, and gets a 400 too.
+    * A request that changes something (any method but GET, HEAD and OPTIONS: the uploads) from a
+      browser must come from the service's own origin: an ``Origin`` header naming another site (or
+      ``null``), or ``Sec-Fetch-Site: cross-site``/``same-site``, gets a 403. Browsers send both on
+      every cross-origin POST, and a plain HTML form may post ``multipart/form-data`` to any address
+      without asking the server first: without this, any page open in the learner's browser could
+      send the service an upload. Clients that are not browsers (curl, httpx) send neither and pass.
     """
 
     def __init__(self, app, allowed_hosts: Sequence[str]) -> None:
@@ -317,25 +340,55 @@ class _HostGuard:
         self.allowed = {host.lower() for host in allowed_hosts}
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] not in ("http", "websocket") or "*" in self.allowed:
+        if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
-        host = ""
+        headers = {}
         for name, value in scope["headers"]:
-            if name == b"host":
-                host = value.decode("latin-1").lower()
-                break
-        if _host_name(host) not in self.allowed:
+            headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+        host = headers.get("host", "").lower()
+        port = (scope.get("server") or (None, None))[1]
+        if "*" not in self.allowed and not _addressed_here(host, self.allowed, port):
             return await _json_error(400, "this service answers requests addressed to "
-                                          f"{', '.join(sorted(self.allowed))} only (the Host header names "
-                                          "another host)", scope, receive, send)
+                                          f"{', '.join(sorted(self.allowed))} on its own port only (the Host header "
+                                          "names another host or port)", scope, receive, send)
+        if scope.get("method", "GET") not in SAFE_METHODS and not _same_origin(headers, host):
+            return await _json_error(403, "uploads from web pages of another site are refused (the Origin header "
+                                          "names another site); send the photo from a page of this service, "
+                                          "or with curl", scope, receive, send)
         return await self.app(scope, receive, send)
 
 
-def _host_name(host: str) -> str:
-    """``"localhost:8000"`` -> ``"localhost"``, ``"[::1]:8000"`` -> ``"[::1]"``."""
+def _addressed_here(host: str, allowed: set[str], port: int | None) -> bool:
+    """Whether a ``Host`` value names an allowed host and the service's port.
+
+    ``"localhost:8000"`` -> name ``localhost``, port 8000; ``"[::1]:8000"`` -> ``[::1]``, 8000;
+    ``"localhost"`` -> port 80. Anything else after the name (``localhost:evil.com``, a second
+    colon) is not a port, so the header is refused.
+    """
     if host.startswith("["):
-        return host[:host.find("]") + 1] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        name, bracket, rest = host.partition("]")
+        if not bracket:
+            return False
+        name += "]"
+    else:
+        name, _, rest = host.partition(":")
+        rest = ":" + rest if _ else ""
+    if rest and not re.fullmatch(r":[0-9]{1,5}", rest):
+        return False
+    asked = int(rest[1:]) if rest else 80
+    return name in allowed and (port is None or asked == port)
+
+
+def _same_origin(headers: dict[str, str], host: str) -> bool:
+    """Whether a browser sent this request from the service's own pages (non-browsers send no such header)."""
+    site = headers.get("sec-fetch-site")
+    if site is not None and site.lower() not in ("same-origin", "none"):
+        return False
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    scheme, _, rest = origin.lower().partition("://")
+    return scheme in ("http", "https") and rest == host
 
 
 class _UploadGuard:
@@ -463,6 +516,9 @@ def free_port() -> int:
 class BackgroundServer:
     """Run an app with uvicorn in a background thread, on 127.0.0.1 only; for notebooks and tests.
 
+    The server is the service's: uvicorn with a cap on open connections and a deadline for request
+    headers (:mod:`helper_utils.going_further.connections`).
+
     Example::
 
         with BackgroundServer(app) as server:
@@ -472,14 +528,16 @@ class BackgroundServer:
         app: the ASGI app.
         port: ``None`` picks a free port.
         log_level: uvicorn's log level ("warning" keeps a notebook's output quiet).
+        max_connections: connections open at once (see :mod:`~helper_utils.going_further.connections`).
+        header_timeout_s: seconds a connection may take to send its request headers.
     """
 
-    def __init__(self, app, port: int | None = None, log_level: str = "warning") -> None:
-        import uvicorn
-
+    def __init__(self, app, port: int | None = None, log_level: str = "warning",
+                 max_connections: int = MAX_CONNECTIONS, header_timeout_s: float = HEADER_TIMEOUT_S) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level=log_level))
+        self.server = GuardedServer(server_config(app, self.port, max_connections=max_connections,
+                                                  header_timeout_s=header_timeout_s, log_level=log_level))
         self.thread = threading.Thread(target=self.server.run, name=f"uvicorn-{self.port}", daemon=True)
 
     def start(self, timeout: float = 30.0) -> "BackgroundServer":
@@ -508,53 +566,61 @@ class BackgroundServer:
         self.stop()
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def _parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="python -m helper_utils.going_further.serve", description=__doc__.splitlines()[0],
         epilog="Without a command, `run` is meant: `python -m helper_utils.going_further.serve --port 8000`.")
     commands = parser.add_subparsers(dest="command", required=True)
     b = commands.add_parser("build", help="export the ONNX models and index the catalog")
     b.add_argument("--out", type=Path, default=DEFAULT_DIR, help="folder to write (default: artifacts/service)")
     b.add_argument("--checkpoints", type=Path, help="folder of the trained checkpoints (default: checkpoints/)")
-    b.add_argument("--splits", nargs="+", default=["train", "validation"], help="splits that make up the catalog")
+    b.add_argument("--splits", nargs="+", default=["train", "validation"], choices=["train", "validation", "test"],
+                   help="splits that make up the catalog")
     b.add_argument("--backend", default="exact", choices=SearchIndex.BACKENDS, help="SearchIndex back end")
     b.add_argument("--data-root", type=Path, help="data root (default: data/ or $FASHION_KIT_DATA)")
     r = commands.add_parser("run", help="serve on 127.0.0.1 (builds first when the folder lacks the artifacts)")
     r.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="the folder `build` wrote (default: artifacts/service)")
-    r.add_argument("--port", type=int, default=8000)
-    r.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model and request")
+    r.add_argument("--port", type=_port, default=8000)
+    r.add_argument("--threads", type=int_at_least(1), default=1, help="onnxruntime threads per model and request")
     r.add_argument("--image-root", type=Path, help="folder of the catalog photos (default: the dataset folder)")
     r.add_argument("--no-access-log", action="store_true", help="do not log every request (the load test uses it)")
+    r.add_argument("--max-connections", type=int_at_least(1), default=MAX_CONNECTIONS,
+                   help=f"connections open at once; the longest idle one is closed for a new one (default {MAX_CONNECTIONS})")
+    r.add_argument("--header-timeout", type=float, default=HEADER_TIMEOUT_S,
+                   help=f"seconds a connection may take to send its request headers (default {HEADER_TIMEOUT_S:.0f})")
     return parser
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, got {text!r}")
+    return int(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """``build`` or ``run``; bad input (arguments, missing or corrupt files, an unwritable folder) is one line, exit 1."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("build", "run", "-h", "--help"):
         argv = ["run", *argv]  # `python -m helper_utils.going_further.serve --port 8000` means `run`
     args = _parser().parse_args(argv)
-    from helper_utils.data import DatasetNotFoundError
-    from helper_utils.checkpoints import CheckpointError
+    from helper_utils.archive import FetchError
 
-    try:
-        if args.command == "build":
-            _build_and_say(args.out, args.checkpoints, args.splits, args.backend, args.data_root)
-            return 0
-        if not 1 <= args.port <= 65535:
-            raise ValueError(f"--port must be from 1 to 65535, got {args.port}")
-        if not is_built(args.dir):
-            print(f"No service artifacts in {args.dir}: building them first "
-                  f"(python -m helper_utils.going_further.serve build --out {args.dir}).", flush=True)
-            _build_and_say(args.dir)
-        app = create_app(args.dir, args.dir / INDEX_DIR, image_root=args.image_root, threads=args.threads)
-    except (CheckpointError, DatasetNotFoundError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)  # one line that says what to rebuild, no traceback
-        return 1
-    import uvicorn
+    return run(lambda: _main(args), errors=(FetchError,))  # a CheckpointError is a ValueError: one line too
 
+
+def _main(args: argparse.Namespace) -> int:
+    if args.command == "build":
+        _build_and_say(args.out, args.checkpoints, args.splits, args.backend, args.data_root)
+        return 0
+    if not is_built(args.dir):
+        print(f"No service artifacts in {args.dir}: building them first "
+              f"(python -m helper_utils.going_further.serve build --out {args.dir}).", flush=True)
+        _build_and_say(args.dir)
+    app = create_app(args.dir, args.dir / INDEX_DIR, image_root=args.image_root, threads=args.threads)
     print(f"Serving {len(app.state.index)} catalog photos on http://127.0.0.1:{args.port} "
           f"(docs: http://127.0.0.1:{args.port}/docs); Ctrl+C stops it.", flush=True)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, access_log=not args.no_access_log, log_level="info")
+    GuardedServer(server_config(app, args.port, max_connections=args.max_connections,
+                                header_timeout_s=args.header_timeout, access_log=not args.no_access_log)).run()
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import warnings
 
 import numpy as np
@@ -61,6 +62,21 @@ def _png_bomb() -> bytes:
     return _with_declared_size(_encoded(Image.new("L", (8, 8)), "PNG"), 7700, 7700)
 
 
+def _scan_bomb() -> bytes:
+    from test_bad_inputs import _scan_bomb
+
+    return _scan_bomb()
+
+
+def _progressive_declaring(width: int, height: int) -> bytes:
+    from test_bad_inputs import _jpeg_declaring
+
+    return _jpeg_declaring(width, height, progressive=True, subsampling=0)
+
+
+_PHOTO = ("p.jpg", _encoded(Image.new("RGB", (16, 16), (9, 9, 9)), "JPEG"), "image/jpeg")
+
+
 REQUESTS = {
     # name: (method, path, keyword arguments of the request, status, words of the detail)
     "nul-byte-image-id": ("GET", "/images/validation/dress/dress_0.jpg%00", {}, 404, "no catalog image"),
@@ -84,6 +100,22 @@ REQUESTS = {
     "foreign-host-suffix": ("GET", "/health", {"headers": {"host": "127.0.0.1.attacker.example"}}, 400, "Host header"),
     "k-as-huge-string": ("POST", "/search?k=" + "9" * 5000, {"files": {"file": ("x.jpg", b"x", "image/jpeg")}}, 422,
                          "k:"),
+    "scan-bomb-upload": ("POST", "/search", {"files": {"file": ("b.jpg", _scan_bomb(), "image/jpeg")}}, 400,
+                         "scans"),
+    "progressive-jpeg-over-the-memory-limit": ("POST", "/predict", {"files": {"file": (
+        "p.jpg", _progressive_declaring(6000, 6000), "image/jpeg")}}, 400, "progressive JPEG of 6000x6000"),
+    "cross-origin-upload": ("POST", "/predict", {"files": {"file": _PHOTO},
+                                                 "headers": {"origin": "https://attacker.example"}}, 403, "another site"),
+    "null-origin-upload": ("POST", "/search", {"files": {"file": _PHOTO}, "headers": {"origin": "null"}}, 403,
+                           "another site"),
+    "upload-from-another-local-port": ("POST", "/predict", {"files": {"file": _PHOTO},
+                                                            "headers": {"origin": "http://127.0.0.1:8888"}}, 403,
+                                       "another site"),
+    "cross-site-fetch-metadata": ("POST", "/predict", {"files": {"file": _PHOTO},
+                                                       "headers": {"sec-fetch-site": "cross-site"}}, 403, "another site"),
+    "host-with-another-port": ("GET", "/health", {"headers": {"host": "127.0.0.1:8001"}}, 400, "Host header"),
+    "host-localhost-colon-evil": ("GET", "/health", {"headers": {"host": "localhost:evil.com"}}, 400, "Host header"),
+    "host-without-a-port": ("GET", "/health", {"headers": {"host": "127.0.0.1"}}, 400, "Host header"),
 }
 
 
@@ -99,9 +131,16 @@ def test_hostile_request_gets_a_short_json_error(client, case):
     assert client.get("/health").status_code == 200
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.1:8000", "localhost:8000", "LOCALHOST", "[::1]:8000"])
+@pytest.mark.parametrize("host", ["127.0.0.1:8000", "localhost:8000", "LOCALHOST:8000", "[::1]:8000"])
 def test_loopback_hosts_are_served(client, host):
     assert client.get("/health", headers={"host": host}).status_code == 200
+
+
+@pytest.mark.parametrize("headers", [{}, {"origin": "http://127.0.0.1:8000", "sec-fetch-site": "same-origin"},
+                                     {"sec-fetch-site": "none"}])
+def test_uploads_from_the_service_itself_or_from_curl_are_served(client, headers):
+    photo = _encoded(Image.new("RGB", (32, 32), (1, 2, 3)), "PNG")
+    assert client.post("/predict", files={"file": ("p.png", photo, "image/png")}, headers=headers).status_code == 200
 
 
 def test_allowed_hosts_are_configurable(built):
@@ -142,34 +181,243 @@ def test_a_stalled_upload_body_is_cut_off_with_a_408(built):
     assert status == 408 and "stalled" in body["detail"] and seconds < 2
 
 
-def test_decoding_is_bounded_by_the_decode_slots(built, monkeypatch):
-    """With 12 uploads at once, at most ``decode_slots`` decode at the same time."""
-    import threading
-    import time
+def test_decoding_is_bounded_by_the_decode_slots(built):
+    """With 12 uploads at once, at most ``decode_slots`` decode at the same time, in that many worker processes."""
     from concurrent.futures import ThreadPoolExecutor
 
-    running, peak, lock = 0, 0, threading.Lock()
-    real = serve.decode_image
-
-    def slow_decode(*args, **kwargs):
-        nonlocal running, peak
-        with lock:
-            running += 1
-            peak = max(peak, running)
-        time.sleep(0.05)
-        try:
-            return real(*args, **kwargs)
-        finally:
-            with lock:
-                running -= 1
-
-    monkeypatch.setattr(serve, "decode_image", slow_decode)
-    client = TestClient(_app(built, decode_slots=2), base_url="http://127.0.0.1")
-    photo = _encoded(Image.new("RGB", (32, 32), (1, 2, 3)), "PNG")
+    app = _app(built, decode_slots=2)
+    client = TestClient(app, base_url="http://127.0.0.1")
+    photo = _encoded(Image.effect_noise((600, 400), 50).convert("RGB"), "PNG")
     with ThreadPoolExecutor(12) as pool:
         statuses = list(pool.map(lambda _: client.post("/predict", files={"file": ("p.png", photo, "image/png")})
                                  .status_code, range(12)))
-    assert statuses == [200] * 12 and peak == 2
+    assert statuses == [200] * 12 and app.state.decoder.peak_busy == 2 and len(app.state.decoder.pids()) == 2
+    app.state.decoder.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists (the pool reaps what it kills)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_decode_over_the_time_limit_is_stopped_and_its_worker_replaced(built):
+    """The limit really stops the work: the worker is killed (no CPU burnt after the answer) and replaced."""
+    app = _app(built, decode_slots=1, decode_time_limit_s=30)
+    client = TestClient(app, base_url="http://127.0.0.1")
+    pool = app.state.decoder
+    pool.start().decode(_PHOTO[1])  # started and warm: the limit counts the decode only, never the start
+    pool.time_limit_s = 0.05
+    (first,) = pool.pids()
+    slow = _encoded(Image.new("RGBA", (3400, 3400), (90, 20, 200, 128)), "PNG")  # 11.6 Mpx: far over 50 ms
+    response = client.post("/predict", files={"file": ("slow.png", slow, "image/png")})
+    assert response.status_code == 400 and "took longer than" in response.json()["detail"]
+    assert pool.replaced == 1 and not _alive(first) and pool.pids() != [first]
+    pool.time_limit_s = 30  # the replacement serves the next upload
+    assert client.post("/predict", files={"file": _PHOTO}).status_code == 200
+    pool.close()
+    assert pool.pids() == []
+
+
+@pytest.mark.slow
+def test_the_memory_of_a_decode_slot_stays_within_the_stated_figure():
+    """The worst images the pixel limits let through, each decoded in a fresh worker (tools.decode_memory)."""
+    from helper_utils.going_further.decoding import SLOT_MEMORY_MIB, DecodeWorker
+    from test_bad_inputs import _jpeg_declaring
+    from tools.decode_memory import CASES, measure
+
+    worst = [name for name in CASES if name.startswith(("progressive JPEG 4:2:0", "palette PNG", "RGBA WebP"))]
+    report = measure(worst, log=lambda line: None)
+    assert all(row["outcome"] == "decoded" for row in report["rows"]), report["rows"]
+    assert report["most_added_mib"] <= SLOT_MEMORY_MIB, report["rows"]
+    worker = DecodeWorker()  # the 1 KB JPEG whose header claims 65500x600: decoded at 1/8 scale now
+    try:
+        rest = worker.decode(_PHOTO[1]).peak_rss_kib
+        assert (worker.decode(_jpeg_declaring(65500, 600)).peak_rss_kib - rest) / 1024 < 32
+    finally:
+        worker.kill()
+
+
+# --------------------------------------------------------------------------- connections, against the real server
+
+CLIENT = """
+import socket, sys
+held = []
+for _ in range(int(sys.argv[2])):
+    s = socket.socket()
+    s.settimeout(3)
+    try:
+        s.connect(("127.0.0.1", int(sys.argv[1])))
+        held.append(s)
+    except OSError:
+        pass
+print(len(held), flush=True)
+sys.stdin.read()  # hold them, saying nothing, until the test closes stdin
+"""
+
+
+@pytest.fixture(scope="module")
+def live(built, tmp_path_factory):
+    """`serve run` in its own process, with the default descriptor limit (1,024) and a 2 s header deadline."""
+    import resource
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    soft = 1024 if hard == resource.RLIM_INFINITY else min(1024, hard)
+    port = serve.free_port()
+    log = tmp_path_factory.mktemp("live") / "server.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "helper_utils.going_further.serve", "run", "--dir", str(built["dir"]), "--image-root",
+             str(built["image_root"]), "--port", str(port), "--header-timeout", "2", "--no-access-log"],
+            stdout=out, stderr=subprocess.STDOUT, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        assert process.poll() is None, log.read_text()[-2000:]
+        assert time.monotonic() < deadline, "the server did not start"
+        try:
+            httpx.get(f"{url}/health", timeout=2)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    yield {"url": url, "port": port, "log": log}
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def _health_seconds(url: str) -> float:
+    import time
+
+    import httpx
+
+    start = time.monotonic()
+    assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+    return time.monotonic() - start
+
+
+def test_1100_idle_connections_leave_health_answering_within_a_second(live):
+    import subprocess
+    import sys
+
+    clients = [subprocess.Popen([sys.executable, "-c", CLIENT, str(live["port"]), "550"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        connected = sum(int(client.stdout.readline() or 0) for client in clients)
+        assert connected >= 1000  # the kernel completed them; the server closes the idle ones it cannot keep
+        seconds = [_health_seconds(live["url"]) for _ in range(3)]
+        assert max(seconds) < 1.0, seconds
+    finally:
+        for client in clients:
+            client.stdin.close()
+            client.wait(timeout=30)
+    log = live["log"].read_text()
+    assert "Traceback" not in log and len(log.splitlines()) < 50, log[-2000:]
+
+
+def test_request_headers_that_never_end_are_cut_off(live):
+    import socket
+    import time
+
+    with socket.create_connection(("127.0.0.1", live["port"])) as sock:
+        sock.sendall(f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{live['port']}\r\nX-Slow: ".encode())
+        sock.settimeout(10)
+        start = time.monotonic()
+        assert sock.recv(100) == b""  # closed by the server, without an answer
+        assert 1.0 < time.monotonic() - start < 8.0  # the 2 s deadline, not the client's patience
+
+
+def _raw_status(port: int, request: bytes) -> int | None:
+    """Send ``request`` as it is; the status code of the answer, or None when the server just closed."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        try:
+            sock.sendall(request)
+        except (BrokenPipeError, ConnectionResetError):  # refused before the whole request was read
+            pass
+        try:
+            head = sock.recv(200)
+        except ConnectionResetError:
+            return None
+    return int(head.split()[1]) if head.startswith(b"HTTP/1.1 ") else None
+
+
+def _raw(port: int, lines: list[str], body: bytes = b"") -> bytes:
+    return ("\r\n".join([lines[0], f"Host: 127.0.0.1:{port}", *lines[1:]]) + "\r\n\r\n").encode() + body
+
+
+SMUGGLING = {  # requests whose framing is ambiguous or oversized: each is refused, the server stays up
+    "duplicate-content-length": (["POST /predict HTTP/1.1", "Content-Type: multipart/form-data; boundary=x",
+                                  "Content-Length: 4", "Content-Length: 4"], b"abcd"),
+    "conflicting-content-length": (["POST /predict HTTP/1.1", "Content-Type: multipart/form-data; boundary=x",
+                                    "Content-Length: 4", "Content-Length: 40"], b"abcd"),
+    "content-length-and-chunked": (["POST /predict HTTP/1.1", "Content-Type: multipart/form-data; boundary=x",
+                                    "Content-Length: 4", "Transfer-Encoding: chunked"], b"0\r\n\r\n"),
+    "chunk-size-not-a-number": (["POST /predict HTTP/1.1", "Content-Type: multipart/form-data; boundary=x",
+                                 "Transfer-Encoding: chunked"], b"zz\r\nabcd\r\n0\r\n\r\n"),
+    "gzip-transfer-encoding": (["POST /predict HTTP/1.1", "Content-Type: multipart/form-data; boundary=x",
+                                "Transfer-Encoding: gzip"], b"abcd"),
+    "one-megabyte-url": (["GET /health?" + "a" * 1_000_000 + " HTTP/1.1"], b""),
+    "one-megabyte-header": (["GET /health HTTP/1.1", "X-Big: " + "a" * 1_000_000], b""),
+}
+
+
+@pytest.mark.parametrize("case", SMUGGLING)
+def test_ambiguous_or_oversized_framing_is_refused(live, case):
+    lines, body = SMUGGLING[case]
+    status = _raw_status(live["port"], _raw(live["port"], lines, body))
+    assert status is None or 400 <= status < 500 or status == 501, status
+    assert _health_seconds(live["url"]) < 5
+
+
+def test_3000_keep_alive_requests_on_one_connection(live):
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", live["port"], timeout=10)
+    statuses = []
+    for _ in range(3000):
+        connection.request("GET", "/health")
+        response = connection.getresponse()
+        response.read()
+        statuses.append(response.status)
+        socket_in_use = connection.sock
+    connection.close()
+    assert statuses == [200] * 3000 and socket_in_use is not None
+
+
+def test_60_concurrent_uploads_of_almost_10_mb(live):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    junk = b"\xff\xd8\xff\xe0" + bytes(10 * 1024 * 1024 - 10_000)  # a JPEG's first bytes, then nothing usable
+
+    def upload(_):
+        return httpx.post(f"{live['url']}/predict", files={"file": ("big.jpg", junk, "image/jpeg")}, timeout=120).status_code
+
+    with ThreadPoolExecutor(60) as pool:
+        statuses = list(pool.map(upload, range(60)))
+    assert statuses == [400] * 60
+    assert _health_seconds(live["url"]) < 5
+
+
+def test_a_scan_bomb_costs_the_live_server_nothing(live):
+    import time
+
+    import httpx
+
+    start = time.monotonic()
+    response = httpx.post(f"{live['url']}/search", files={"file": ("bomb.jpg", _scan_bomb(), "image/jpeg")}, timeout=30)
+    assert response.status_code == 400 and "scans" in response.json()["detail"]
+    assert time.monotonic() - start < 5  # counted in the file, never decoded
+    assert httpx.post(f"{live['url']}/search", files={"file": _PHOTO}, timeout=30).status_code == 200
 
 
 # --------------------------------------------------------------------------- artifacts: the saved search index
@@ -253,7 +501,7 @@ def test_vectors_file_lying_about_its_shape_is_a_value_error(saved_index):
 def _cli_error(capsys, argv) -> str:
     assert serve.main(argv) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Traceback" not in err and len(err.strip().splitlines()) <= 2
+    assert err.startswith("error: ") and "Traceback" not in err and len(err.strip().splitlines()) == 1
     return err
 
 
@@ -291,6 +539,15 @@ def test_serve_build_with_a_bad_checkpoint_is_one_line(tmp_path, capsys, case):
     make(tmp_path / "ckpt")
     err = _cli_error(capsys, ["build", "--out", str(tmp_path / "svc"), "--checkpoints", str(tmp_path / "ckpt")])
     assert message in err
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "a-file"])
+def test_serve_build_into_an_unwritable_place_is_one_line(built, tmp_path, capsys, where):
+    (tmp_path / "notes.txt").write_text("not a folder")
+    out = tmp_path / "notes.txt" / "svc" if where == "under-a-file" else tmp_path / "notes.txt"
+    err = _cli_error(capsys, ["build", "--out", str(out), "--checkpoints", str(built["ckpt"]), "--splits",
+                              "validation", "--data-root", str(built["image_root"].parent)])
+    assert "notes.txt" in err and ("Not a directory" in err or "File exists" in err)
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])

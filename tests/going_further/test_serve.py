@@ -191,7 +191,7 @@ def test_images_serves_catalog_ids_only(client, path):
 
 
 def test_missing_artifacts_name_the_build_command(tmp_path, built):
-    with pytest.raises(FileNotFoundError, match="python -m helper_utils.going_further.export"):
+    with pytest.raises(FileNotFoundError, match="serve build --out"):
         serve.create_app(tmp_path, built["dir"] / serve.INDEX_DIR)
     with pytest.raises(FileNotFoundError, match="(?s)no saved SearchIndex.*python -m helper_utils.going_further.serve build"):
         serve.create_app(built["dir"], tmp_path / "catalog")
@@ -217,34 +217,3 @@ def test_cli_build_without_checkpoints_fails_with_a_message(tmp_path, capsys):
     assert serve.main(["build", "--out", str(tmp_path / "svc"), "--checkpoints", str(tmp_path)]) == 1
     assert "no encoder checkpoint" in capsys.readouterr().err
     assert not serve.is_built(tmp_path / "svc")
-
-
-def test_loadtest_summary_counts_errors_apart_from_latency():
-    from tools.loadtest import summarize
-
-    records = [("/search", 200, 0.010), ("/predict", 200, 0.030), ("/search", 400, 0.001), ("/predict", "ReadTimeout", 10.0)]
-    summary = summarize(records, elapsed_s=2.0)
-    assert summary["overall"]["ok"] == 2 and summary["overall"]["rps"] == 1.0
-    assert summary["overall"]["errors"] == {"400": 1, "ReadTimeout": 1}
-    assert summary["overall"]["max_ms"] == pytest.approx(30.0)  # failed requests do not enter the percentiles
-    assert summary["endpoints"]["/search"]["p50_ms"] == pytest.approx(10.0)
-
-
-def test_loadtest_drives_the_real_server_and_stops_it(built):
-    from tools.loadtest import report_markdown, run_loadtest
-
-    summary = run_loadtest(built["dir"], requests=8, concurrency=2, time_limit_s=60, threads=1, n_queries=4,
-                           data_root=built["image_root"].parent)
-    assert summary["overall"]["requests"] == summary["overall"]["ok"] == 8 and not summary["cut_short"]
-    assert summary["endpoints"]["/search"]["ok"] == summary["endpoints"]["/predict"]["ok"] == 4
-    assert summary["catalog_size"] == 21
-    summary["date"] = "today"
-    assert "requests per second" in report_markdown(summary, "python -m tools.loadtest")
-
-
-@pytest.mark.parametrize("kwargs", [{"requests": 0}, {"concurrency": 65}, {"time_limit_s": 0}])
-def test_loadtest_refuses_unbounded_settings(kwargs):
-    from tools.loadtest import run_loadtest
-
-    with pytest.raises(ValueError, match=next(iter(kwargs))):
-        run_loadtest("unused", **kwargs)

@@ -410,15 +410,15 @@ def test_overlapping_shards_are_refused(tmp_path, monkeypatch, capsys):
     (tmp_path / "subs" / "ana").mkdir(parents=True)
     out = tmp_path / "a" / "grades.csv"
     grader_cli.grade_submissions(tmp_path / "subs", out, [B], settings=grader_cli.Settings(fork=False))
-    assert grader_cli.main(["--merge", str(out), str(out), "--out", str(tmp_path / "m.csv")]) == 2
+    assert grader_cli.main(["--merge", str(out), str(out), "--out", str(tmp_path / "m.csv")]) == 1
     assert "overlap" in capsys.readouterr().err
 
 
 def test_bad_arguments_name_what_was_got(tmp_path, capsys):
-    assert grader_cli.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "g.csv")]) == 2
+    assert grader_cli.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "g.csv")]) == 1
     assert "nowhere" in capsys.readouterr().err
     (tmp_path / "subs").mkdir()
-    assert grader_cli.main([str(tmp_path / "subs"), "--notebooks", "99_nope"]) == 2
+    assert grader_cli.main([str(tmp_path / "subs"), "--notebooks", "99_nope"]) == 1
     assert "99_nope" in capsys.readouterr().err
     with pytest.raises(ValueError, match="shard 4/3"):
         grader_cli.shard_of(["a"], (4, 3))

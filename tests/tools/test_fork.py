@@ -128,8 +128,8 @@ def test_the_command_says_what_it_wrote_and_what_to_do_next(tmp_path, monkeypatc
     out = capsys.readouterr().out
     assert "written: README.md" in out and "written: notebooks/solutions/01_data_pipeline.ipynb" in out
     assert "git tag myuni-v0.2.0 && git push origin HEAD myuni-v0.2.0" in out
-    assert fork.main(["--org", "my org"]) == 2
-    assert capsys.readouterr().err.startswith("fork: owner 'my org'")
+    assert fork.main(["--org", "my org"]) == 1
+    assert capsys.readouterr().err.startswith("error: owner 'my org'")
 
 
 def test_make_fork_passes_org_and_tag_and_asks_for_org():

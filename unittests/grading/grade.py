@@ -42,6 +42,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from helper_utils.cli import ArgumentParser, one_line
 from unittests.grading import forkkernel, kernels, sandbox
 from unittests.grading.cells import learner_cells
 from unittests.grading.channel import Reader
@@ -419,7 +420,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m unittests.grade", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m unittests.grade", description=__doc__.split("\n\n")[0])
     parser.add_argument("submissions", nargs="?", type=Path, help="one folder per learner")
     parser.add_argument("--out", type=Path, default=Path("grades.csv"), help="the gradebook (default grades.csv)")
     parser.add_argument("--notebooks", nargs="+", help="notebook names to grade (default: every graded notebook)")
@@ -447,9 +448,9 @@ def main(argv: list[str] | None = None) -> int:
                             sandbox=not args.no_sandbox)
         start = time.perf_counter()
         results = grade_submissions(args.submissions, args.out, args.notebooks, args.shard, settings)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as e:  # bad input: one line, exit code 1, as every kit command
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 1
     counts: dict[str, int] = {}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
