@@ -244,6 +244,7 @@ def plot_intervals(panels: dict, size: float = 4.0):
             colour = "tab:blue" if low > 0 or high < 0 else "tab:gray"
             ax.errorbar(estimate, y, xerr=[[estimate - low], [high - estimate]], fmt="o", color=colour, capsize=4)
         ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.locator_params(axis="x", nbins=5)  # few ticks: the labels of a narrow panel do not overlap
         ax.set_title(metric), ax.set_xlabel("difference")
     axes[0, 0].set_yticks(range(len(rows)), rows)
     axes[0, 0].invert_yaxis()
