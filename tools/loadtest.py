@@ -47,13 +47,13 @@ from helper_utils.files import atomic_path
 from helper_utils.going_further.serve import DEFAULT_DIR, build, free_port, is_built
 from helper_utils.paths import REPO
 
-__all__ = ["run_loadtest", "compare", "query_photos", "summarize", "report_markdown", "compare_markdown", "main"]
+__all__ = ["run_loadtest", "compare", "summarize", "report_markdown", "compare_markdown", "main"]
 
 ENDPOINTS = ("/search", "/predict")
 COMMAND = "python -m tools.loadtest"
 
 
-def query_photos(n: int = 50, data_root: str | Path | None = None) -> list[tuple[str, bytes]]:
+def _query_photos(n: int = 50, data_root: str | Path | None = None) -> list[tuple[str, bytes]]:
     """``n`` test-split photos spread over all classes, as ``(file name, JPEG bytes)``."""
     from helper_utils.data import ClothingDataset
 
@@ -73,7 +73,7 @@ def run_loadtest(service_dir: str | Path = DEFAULT_DIR, requests: int = 300, con
     """
     _check_settings(requests, concurrency, time_limit_s)
     service_dir = _built(service_dir, data_root)
-    queries = query_photos(n_queries, data_root)
+    queries = _query_photos(n_queries, data_root)
     load_before = os.getloadavg()[0]
     with _server(service_dir, threads) as (url, health):
         records, elapsed, cut_short = asyncio.run(_drive(url, queries, requests, concurrency, time_limit_s, k))
@@ -103,7 +103,7 @@ def compare(baseline: str, service_dir: str | Path = DEFAULT_DIR, rounds: int = 
         raise ValueError(f"rounds should be a number from 1 to 20, got {rounds!r}")
     _commit_of(baseline)  # a wrong commit fails now, not after building
     service_dir = _built(service_dir, data_root)
-    queries = query_photos(n_queries, data_root)
+    queries = _query_photos(n_queries, data_root)
     load_before = os.getloadavg()[0]
     runs: dict[str, list] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory(prefix="loadtest-baseline-") as tmp:
