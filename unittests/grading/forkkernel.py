@@ -1,7 +1,7 @@
 """Starting grading kernels: a zygote that forks them, and the launcher jupyter_client runs for each.
 
 Starting a plain IPython kernel and importing torch, torchvision, scikit-learn and the kit
-costs about 5 s of CPU; grading a class means hundreds of kernels. The grader therefore starts
+costs seconds of CPU, every time; grading a class means hundreds of kernels. The grader therefore starts
 one *zygote* (``serve``) that imports all of that once and never runs learner code. For each
 kernel, jupyter_client runs a tiny *proxy* (``proxy``, the command in the kernel spec; stdlib
 only, so it starts in milliseconds). The proxy hands the zygote its standard output (the
