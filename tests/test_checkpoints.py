@@ -223,18 +223,27 @@ SAME_NAME_ALLOWED = {"main", "data_root"}
 
 
 def test_one_public_name_is_one_function():
-    """No two of the kit's public functions share a name (the two load_encoders, the two batch_hard_triplet_losses)."""
+    """No two of the kit's public functions share a name (the two load_encoders, the two batch_hard_triplet_losses).
+
+    Public: a module's ``__all__``, or else the functions and classes it defines without a leading underscore.
+    """
     import importlib
     import pkgutil
 
     import helper_utils
+    import tools
+    import unittests
 
     owners: dict[str, dict[int, str]] = {}
-    for info in pkgutil.walk_packages(helper_utils.__path__, "helper_utils."):
-        module = importlib.import_module(info.name)
-        for name in getattr(module, "__all__", []):
-            value = getattr(module, name)
-            if callable(value) and name not in SAME_NAME_ALLOWED:
-                owners.setdefault(name, {})[id(value)] = info.name
+    for package in (helper_utils, unittests, tools):
+        for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            module = importlib.import_module(info.name)
+            names = getattr(module, "__all__", None) or [
+                name for name, value in vars(module).items()
+                if not name.startswith("_") and getattr(value, "__module__", None) == info.name]
+            for name in names:
+                value = getattr(module, name)
+                if callable(value) and name not in SAME_NAME_ALLOWED:
+                    owners.setdefault(name, {})[id(value)] = info.name
     shared = {name: sorted(modules.values()) for name, modules in owners.items() if len(modules) > 1}
     assert not shared, f"one name, several functions: {shared}"

@@ -350,8 +350,8 @@ def test_every_public_name_is_used_outside_its_module():
     unused = unused_public_names(ROOT)
     allowed = [name for name in unused if any(fnmatch.fnmatch(name, pattern) for pattern in UNUSED_ALLOWED)]
     assert not sorted(set(unused) - set(allowed)), (
-        "public names nothing outside their module uses: make each private (a leading underscore), delete it, "
-        "or use it (a test that pins it, where it is API someone calls)")
+        f"public names nothing outside their module uses: {sorted(set(unused) - set(allowed))}; make each private "
+        f"(a leading underscore), delete it, or use it (a test that pins it, where it is API someone calls)")
     stale = [pattern for pattern in UNUSED_ALLOWED if not any(fnmatch.fnmatch(name, pattern) for name in allowed)]
     assert not stale, f"allowed as unused, but used now (or gone): drop them from UNUSED_ALLOWED: {stale}"
 

@@ -48,7 +48,7 @@ from helper_utils.reference import (MobileNetLikeClassifier, SiameseEncoder, Sia
 from helper_utils.retrieval import knn, l2_normalize, retrieval_scores
 from helper_utils.training import evaluate, train_classifier, train_siamese
 
-__all__ = ["run_recipe", "run_benchmark", "summarize", "paired_gain", "results_markdown", "update_readme"]
+__all__ = ["run_recipe", "run_benchmark", "summarize_runs", "paired_gain", "results_markdown", "update_readme"]
 
 _RECIPES = ("tutorial", "core", "going-further")
 METRICS = ("val_acc", "test_acc", "P@1", "Recall@5", "mAP@R", "train_s", "epoch_s", "search_ms",
@@ -218,7 +218,7 @@ def run_benchmark(recipes: Sequence[str] = _RECIPES, seeds: Sequence[int] = (0, 
             log("   " + _run_line(run))
             repeats.append(run)
     return {"machine": _machine_info(device), "seeds": list(seeds), "recipes": list(recipes), "runs": runs,
-            "repeats": repeats, "summary": summarize(runs), "reproducibility": _reproducibility(runs, repeats),
+            "repeats": repeats, "summary": summarize_runs(runs), "reproducibility": _reproducibility(runs, repeats),
             "total_s": time.perf_counter() - start,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
@@ -232,7 +232,7 @@ def _machine_info(device) -> dict:
             "torch": torch.__version__, "torchvision": torchvision.__version__, "threads": torch.get_num_threads()}
 
 
-def summarize(runs: Sequence[dict]) -> dict:
+def summarize_runs(runs: Sequence[dict]) -> dict:
     """Per recipe and metric: mean, min and max over seeds."""
     summary = {}
     for name in dict.fromkeys(run["recipe"] for run in runs):

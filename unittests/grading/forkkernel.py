@@ -99,11 +99,11 @@ def direct(kernel_args: list[str]) -> int:
     request = _kernel_request(kernel_args)
     channel = os.dup(1)
     if not (sys.platform.startswith("linux") and hasattr(os, "fork")):
-        warden.run_direct(request["job"], kernel_args, request["env"], channel)
+        warden.run_kernel_direct(request["job"], kernel_args, request["env"], channel)
     ours, theirs = socket.socketpair()
     if os.fork() == 0:
         ours.close()
-        warden.run(request["job"], kernel_args, request["env"], channel, theirs)
+        warden.run_kernel(request["job"], kernel_args, request["env"], channel, theirs)
     theirs.close()
     os.close(channel)
     _channel_off_stdout()
@@ -148,7 +148,7 @@ def serve(socket_path: str) -> None:
         if os.fork() == 0:
             listener.close()
             os.close(0)  # a warden does not hold the grader's pipe open
-            warden.run(request["job"], request["args"], request["env"], fds[0], connection)
+            warden.run_kernel(request["job"], request["args"], request["env"], fds[0], connection)
         os.close(fds[0])
         connection.close()
 

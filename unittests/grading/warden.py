@@ -32,7 +32,7 @@ from typing import NoReturn
 
 from unittests.grading import channel, sandbox
 
-__all__ = ["preload", "trusted_folders", "run", "run_direct"]
+__all__ = ["preload", "trusted_folders", "run_kernel", "run_kernel_direct"]
 
 _PRELOAD = (  # what the notebooks' set-up cells import, imported once before any kernel forks
     "numpy", "torch", "torchvision", "PIL.Image", "sklearn.metrics", "sklearn.decomposition", "sklearn.manifold",
@@ -104,7 +104,7 @@ def _loaded_library_folders() -> list[Path]:
 # The warden
 # ---------------------------------------------------------------------------------------
 
-def run(job: dict, kernel_args: list[str], env: dict, fd: int, launcher: socket.socket) -> NoReturn:
+def run_kernel(job: dict, kernel_args: list[str], env: dict, fd: int, launcher: socket.socket) -> NoReturn:
     """Be the warden of one kernel (in a freshly forked process); exits when it is over, never returns.
 
     Args:
@@ -259,7 +259,7 @@ def _max_fd() -> int:
         return 1024
 
 
-def run_direct(job: dict, kernel_args: list[str], env: dict, fd: int) -> NoReturn:
+def run_kernel_direct(job: dict, kernel_args: list[str], env: dict, fd: int) -> NoReturn:
     """Without fork (Windows) or Linux's tools (macOS): this process itself becomes the kernel.
 
     The channel, the key and the recorder's hook are the same; there is no warden, no sandbox
