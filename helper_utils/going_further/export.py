@@ -62,7 +62,7 @@ __all__ = [
     "validation_batch",
 ]
 
-_IMAGE_SIZE = 64  # the course's input size (helper_utils.reference.IMAGE_SIZE)
+_IMAGE_SIZE = 64  # the course's input size: val_transform makes every photo 64x64
 OPSET = 17  # supported by every onnxruntime since 1.14
 INPUT_NAME = "images"
 _ENCODER_OUTPUTS = ("embeddings",)
