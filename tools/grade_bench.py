@@ -44,7 +44,7 @@ def _commit(kit: Path) -> str:
     return done.stdout.strip() if done.returncode == 0 else "?"
 
 
-def grade(kit: Path, submissions: Path, out: Path, extra: list[str]) -> dict:
+def _time_grading(kit: Path, submissions: Path, out: Path, extra: list[str]) -> dict:
     """Run ``kit``'s grader on ``submissions``; its wall time, the line it printed, and its statuses."""
     env = {**os.environ, "PYTHONPATH": str(kit)}
     start = time.perf_counter()
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             order = kits if repeat % 2 == 0 else kits[::-1]
             for kit in order:
                 out = Path(tmp) / f"out-{len(runs)}"
-                run = grade(kit, submissions, out, args.grade_args)
+                run = _time_grading(kit, submissions, out, args.grade_args)
                 runs.append(run)
                 print(f"{run['commit']:>10}  {run['seconds']:7.1f} s  {run['statuses']}  ({kit})", flush=True)
     if args.json:

@@ -49,9 +49,9 @@ from helper_utils.reference import (MobileNetLikeClassifier, SiameseEncoder, Sia
 from helper_utils.retrieval import knn, l2_normalize, retrieval_scores
 from helper_utils.training import evaluate, train_classifier, train_siamese
 
-__all__ = ["RECIPES", "run_recipe", "run_benchmark", "summarize", "paired_gain", "results_markdown", "update_readme"]
+__all__ = ["run_recipe", "run_benchmark", "summarize_runs", "paired_gain", "results_markdown", "update_readme"]
 
-RECIPES = ("tutorial", "core", "going-further")
+_RECIPES = ("tutorial", "core", "going-further")
 METRICS = ("val_acc", "test_acc", "P@1", "Recall@5", "mAP@R", "train_s", "epoch_s", "search_ms",
            "backbone_P@1", "backbone_Recall@5", "backbone_mAP@R", "unseen_P@1", "unseen_backbone_P@1")
 UNSEEN_CLASSES = ("outwear", "shirt", "skirt")  # in the dataset, never trained on by any recipe
@@ -63,8 +63,8 @@ README_END = "<!-- bench:results:end -->"
 
 def run_recipe(name: str, seed: int, device=None, save_dir: Path | None = None, progress: bool = False) -> dict:
     """Train recipe ``name`` with ``seed`` and measure it; checkpoints go to ``save_dir`` (a temp dir if None)."""
-    if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}: choose from {', '.join(RECIPES)}")
+    if name not in _RECIPES:
+        raise ValueError(f"unknown recipe {name!r}: choose from {', '.join(_RECIPES)}")
     device = device or get_device()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(save_dir) if save_dir is not None else Path(tmp)
@@ -194,7 +194,7 @@ def _search_latency(encoder: nn.Module, catalog: np.ndarray, queries: ClothingDa
 
 # --------------------------------------------------------------------------- many runs
 
-def run_benchmark(recipes: Sequence[str] = RECIPES, seeds: Sequence[int] = (0, 1, 2),
+def run_benchmark(recipes: Sequence[str] = _RECIPES, seeds: Sequence[int] = (0, 1, 2),
                   repeat: Sequence[str] = ("core",), device=None, keep_going_further: bool = True,
                   log=print) -> dict:
     """Every recipe with every seed, then the first seed of each ``repeat`` recipe once more.
@@ -219,13 +219,13 @@ def run_benchmark(recipes: Sequence[str] = RECIPES, seeds: Sequence[int] = (0, 1
             run = run_recipe(name, seeds[0], device)
             log("   " + _run_line(run))
             repeats.append(run)
-    return {"machine": machine_info(device), "seeds": list(seeds), "recipes": list(recipes), "runs": runs,
-            "repeats": repeats, "summary": summarize(runs), "reproducibility": _reproducibility(runs, repeats),
+    return {"machine": _machine_info(device), "seeds": list(seeds), "recipes": list(recipes), "runs": runs,
+            "repeats": repeats, "summary": summarize_runs(runs), "reproducibility": _reproducibility(runs, repeats),
             "total_s": time.perf_counter() - start, "load": [load_before, os.getloadavg()[0]],
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
-def machine_info(device) -> dict:
+def _machine_info(device) -> dict:
     from helper_utils.device import machine_description
 
     import torchvision
@@ -234,7 +234,7 @@ def machine_info(device) -> dict:
             "torch": torch.__version__, "torchvision": torchvision.__version__, "threads": torch.get_num_threads()}
 
 
-def summarize(runs: Sequence[dict]) -> dict:
+def summarize_runs(runs: Sequence[dict]) -> dict:
     """Per recipe and metric: mean, min and max over seeds."""
     summary = {}
     for name in dict.fromkeys(run["recipe"] for run in runs):

@@ -129,7 +129,7 @@ def test_goals_say_met_or_by_how_much_they_are_missed():
 
 def test_summary_reports_mean_and_spread():
     runs = [{"recipe": "core", **{m: v for m in results.METRICS}} for v in (0.8, 0.9)]
-    s = results.summarize(runs)["core"]["val_acc"]
+    s = results.summarize_runs(runs)["core"]["val_acc"]
     assert s == {"mean": pytest.approx(0.85), "min": 0.8, "max": 0.9}
     assert results._cell(s, percent=True, digits=1) == "85.0 ± 5.0"
 

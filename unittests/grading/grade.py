@@ -50,7 +50,7 @@ from unittests.grading.gradebook import ExerciseResult, merge, write_csv, write_
 from unittests.grading.points import Exercise, notebook_exercises
 from unittests.grading.submission import Refused, display_name, learners, stage
 
-__all__ = ["Settings", "grade_class", "grade_submissions", "shard_of", "main"]
+__all__ = ["Settings", "grade_submissions", "shard_of", "main"]
 
 NOTE_CHARS = 300  # of a learner's error message in the feedback
 MAX_NOTEBOOK_MB = 50  # a notebook file bigger than this is not read
@@ -346,7 +346,7 @@ def _quiet_about_nbclient(loop, context: dict) -> None:
     loop.default_exception_handler(context)
 
 
-async def grade_class(submissions: Path, notebooks: list[str], names: list[str], settings: Settings,
+async def _grade_class(submissions: Path, notebooks: list[str], names: list[str], settings: Settings,
                       hidden: list[Path] = (), sandboxed: bool = False) -> list[ExerciseResult]:
     """Grade ``notebooks`` of the learners ``names``, ``settings.jobs`` kernels at a time.
 
@@ -406,7 +406,7 @@ def grade_submissions(submissions: Path, out: Path, notebooks: list[str] | None 
     sandboxed, line = kernels.isolation(settings.sandbox, settings.fork)
     print(line, flush=True)
     hidden = [submissions.resolve(), out.resolve().parent]
-    results = asyncio.run(grade_class(submissions, notebooks, names, settings, hidden, sandboxed))
+    results = asyncio.run(_grade_class(submissions, notebooks, names, settings, hidden, sandboxed))
     write_csv([r.row() for r in results], out)
     write_feedback(results, out.parent / "feedback")
     return results

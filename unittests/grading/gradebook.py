@@ -19,7 +19,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["FIELDS", "STATUSES", "ExerciseResult", "write_csv", "read_csv", "feedback_path", "write_feedback",
+__all__ = ["FIELDS", "STATUSES", "ExerciseResult", "write_csv", "write_feedback",
            "merge"]
 
 FIELDS = ("learner", "notebook", "exercise", "passed", "total", "points", "max_points", "status", "note")
@@ -81,7 +81,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
         writer.writerows({key: _cell(value) for key, value in row.items()} for row in ordered)
 
 
-def read_csv(path: Path) -> list[dict]:
+def _read_csv(path: Path) -> list[dict]:
     """The rows of a gradebook; raises ValueError naming the columns when they are not ``FIELDS``."""
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
@@ -90,7 +90,7 @@ def read_csv(path: Path) -> list[dict]:
         return [{key: _uncell(value) for key, value in row.items()} for row in reader]
 
 
-def feedback_path(folder: Path, learner: str) -> Path:
+def _feedback_path(folder: Path, learner: str) -> Path:
     """``folder/<learner>.md``, with a name any file system takes (odd or long names: shortened, plus a hash)."""
     safe = re.sub(r"[^\w.\- ]", "_", learner).strip(" .") or "_"
     if safe != learner or len(safe.encode()) > 100:
@@ -134,7 +134,7 @@ def write_feedback(results: list[ExerciseResult], folder: Path) -> list[Path]:
         by_learner.setdefault(r.learner, []).append(r)
     written = []
     for learner, mine in sorted(by_learner.items()):
-        path = feedback_path(folder, learner)
+        path = _feedback_path(folder, learner)
         path.write_text(_feedback_text(learner, mine), encoding="utf-8", errors="backslashreplace")
         written.append(path)
     return written
@@ -150,12 +150,12 @@ def merge(parts: list[Path], out: Path) -> list[dict]:
     seen: dict[str, Path] = {}
     feedback = out.parent / "feedback"
     for part in parts:
-        part_rows = read_csv(part)
+        part_rows = _read_csv(part)
         for learner in {r["learner"] for r in part_rows}:
             if learner in seen:
                 raise ValueError(f"learner {learner!r} is in both {seen[learner]} and {part}: the shards overlap")
             seen[learner] = part
-            source = feedback_path(part.parent / "feedback", learner)
+            source = _feedback_path(part.parent / "feedback", learner)
             if source.exists() and source.resolve() != (feedback / source.name).resolve():
                 feedback.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, feedback / source.name)
