@@ -1,8 +1,13 @@
-"""Grade a class: ``python -m unittests.grade SUBMISSIONS --out grades.csv`` (or ``make grade SUBMISSIONS=...``).
+"""Grade a class: ``python -m unittests.grade SUBMISSIONS`` (or ``make grade SUBMISSIONS=...``).
 
-``SUBMISSIONS`` holds one folder per learner with any of the learner notebooks, named as in
-``notebooks/`` (``02_inverted_residual_block.ipynb``...). For each learner and graded notebook,
-in a fresh kernel whose working directory is a scratch copy of the learner's folder:
+``SUBMISSIONS`` holds one folder or ``.zip`` per learner with any of the learner notebooks,
+under the names learners' tools give them (:mod:`unittests.grading.collect`: copies' names, one
+nested folder, zips); a ``--roster`` gives everyone on it rows. The gradebook goes to
+``grading-output/`` beside ``SUBMISSIONS`` (``--out`` for another place): ``grades.csv``,
+``totals.csv``, ``run.json`` and ``feedback/``, written as each learner finishes, so that a
+stopped run keeps them (``--resume`` goes on; ``--learner NAME`` regrades one learner). For each
+learner and graded notebook, in a fresh kernel whose working directory is a scratch copy of the
+folder that holds the learner's notebook:
 
 1. the recorder is armed (:mod:`unittests.grading.recorder`): every grader's report will be
    signed, the kit's own answers to this notebook are behind tripwires, memory and output capped;
@@ -24,7 +29,8 @@ memory exhaustion, a flood of output, a killed kernel starter (restarted; the no
 are graded again) all end as a status in the gradebook.
 
 Sharding: ``--shard i/n`` grades the learners whose index in sorted order is ``i-1`` modulo
-``n``; ``--merge part1.csv part2.csv ... --out grades.csv`` joins the partial gradebooks.
+``n``, and its ``run.json`` records ``i/n``; ``--merge part1.csv part2.csv ... --out grades.csv``
+joins the partial gradebooks once they are every shard of the run, each finished.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helper_utils.cli import EXIT_INTERRUPTED, ArgumentParser, int_at_least, one_line
+from helper_utils.cli import EXIT_INTERRUPTED, ArgumentParser, one_line
 from unittests.grading import forkkernel, kernels, sandbox
 from unittests.grading.cells import learner_cells
 from unittests.grading.channel import Reader
@@ -363,13 +369,15 @@ def _quiet_about_nbclient(loop, context: dict) -> None:
 
 async def grade_class(submissions: Path, notebooks: list[str], names: list[str], settings: Settings,
                       hidden: list[Path] = (), sandboxed: bool = False, *, collection: Collection | None = None,
-                      partial: bool = False, on_learner=None, warn=None) -> list[ExerciseResult]:
+                      partial: bool = False, on_learner=None, warn=None,
+                      timings: list | None = None) -> list[ExerciseResult]:
     """Grade ``notebooks`` of the learners ``names``, ``settings.jobs`` kernels at a time.
 
     With a ``collection`` (:func:`unittests.grading.collect.survey`), each learner's files are
     found as learners hand them in (copies' names, a nested folder, zips); without one, in
     ``submissions/<learner>/<notebook>.ipynb``. ``on_learner(name, results)`` is called as each
-    learner finishes; ``warn(line)`` gets each line about a file that is not graded.
+    learner finishes; ``warn(line)`` gets each line about a file that is not graded; ``timings``
+    gets ``(notebook, seconds, all_ok)`` for each notebook graded (a kernel slot's wall time).
     Every process the grading started is gone when this returns (the gradebook is written after).
     """
     asyncio.get_running_loop().set_exception_handler(_quiet_about_nbclient)
@@ -387,18 +395,25 @@ async def grade_class(submissions: Path, notebooks: list[str], names: list[str],
         gate = asyncio.Semaphore(settings.jobs)
         learner_gate = asyncio.Semaphore(max(2, 2 * settings.jobs))  # learners whose files are out at a time
 
+        async def attempts(learner: str, notebook: str) -> list[ExerciseResult]:
+            for attempt in range(2):
+                generation = starter.generation
+                try:
+                    results = await grade_notebook(run, learner, notebook)
+                except Exception as e:  # a bug of the grader's own must not lose the rest of the class
+                    results = _results(display_name(learner), notebook, notebook_exercises(notebook), "error",
+                                       f"the grader failed: {_error_line(e)}")
+                if starter.alive() or attempt:
+                    return results
+                await asyncio.to_thread(starter.restart, generation)  # it died under this notebook: once more
+            return results
+
         async def one(learner: str, notebook: str) -> list[ExerciseResult]:
             async with gate:
-                for attempt in range(2):
-                    generation = starter.generation
-                    try:
-                        results = await grade_notebook(run, learner, notebook)
-                    except Exception as e:  # a bug of the grader's own must not lose the rest of the class
-                        results = _results(display_name(learner), notebook, notebook_exercises(notebook), "error",
-                                           f"the grader failed: {_error_line(e)}")
-                    if starter.alive() or attempt:
-                        return results
-                    await asyncio.to_thread(starter.restart, generation)  # it died under this notebook: once more
+                began = time.perf_counter()
+                results = await attempts(learner, notebook)
+                if timings is not None:
+                    timings.append((notebook, time.perf_counter() - began, all(r.status == "ok" for r in results)))
                 return results
 
         async def learner_task(learner: str) -> list[ExerciseResult]:
@@ -459,6 +474,20 @@ def kit_version() -> dict:
     except (OSError, subprocess.SubprocessError):
         pass
     return {"version": version, "commit": commit, "modified": dirty}
+
+
+def _notebook_seconds(timings: list) -> dict:
+    """Per notebook: how many were graded, and a kernel slot's wall seconds (mean, max; for all-ok ones and the rest)."""
+    table = {}
+    for notebook in dict.fromkeys(t[0] for t in timings):
+        mine = [(s, ok) for n, s, ok in timings if n == notebook]
+        ok = [s for s, good in mine if good]
+        rest = [s for s, good in mine if not good]
+        table[notebook] = {"graded": len(mine), "mean_s": round(sum(s for s, _ in mine) / len(mine), 2),
+                           "max_s": round(max(s for s, _ in mine), 2),
+                           "ok": len(ok), "ok_mean_s": round(sum(ok) / len(ok), 2) if ok else None,
+                           "not_ok_mean_s": round(sum(rest) / len(rest), 2) if rest else None}
+    return table
 
 
 def _now() -> str:
@@ -601,12 +630,20 @@ def grade_submissions(submissions: Path, out: Path | None = None, notebooks: lis
         bar.update(1)
 
     hidden = [submissions.resolve(), folder.resolve()]
+    timings: list = []
+    began = time.perf_counter()
+
+    def timed() -> None:
+        record["seconds"] = round(time.perf_counter() - began, 1)
+        record["notebook_seconds"] = _notebook_seconds(timings)
+
     try:
         results = asyncio.run(grade_class(submissions, notebooks, todo, settings, hidden, sandboxed,
                                           collection=collection, partial=partial, on_learner=on_learner,
-                                          warn=_stderr_line))
+                                          warn=_stderr_line, timings=timings))
     except KeyboardInterrupt:
         bar.close()
+        timed()
         record.update(ended=_now(), stopped="interrupted")
         save()
         print(f"stopped: {len(rows_by_learner)} of {len(mine)} learners graded, kept in {folder}; "
@@ -616,6 +653,7 @@ def grade_submissions(submissions: Path, out: Path | None = None, notebooks: lis
     if learner is not None:
         record["regraded"][-1]["ended"] = _now()
     else:
+        timed()
         record.update(ended=_now(), complete=True)
         record.pop("stopped", None)
     save()
@@ -644,7 +682,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard", type=_shard, default=(1, 1), help="i/n: grade the i-th of n shards of learners")
     parser.add_argument("--merge", nargs="+", type=Path, metavar="PART_CSV",
                         help="merge the gradebooks of every shard of a run (refused when one is missing)")
-    parser.add_argument("--jobs", type=int_at_least(1), default=Settings.jobs, help="kernels at a time (default 2)")
+    parser.add_argument("--jobs", type=int, default=Settings.jobs, help="kernels at a time (default 2)")
     parser.add_argument("--timeout", type=float, default=Settings.notebook_timeout_s, help="seconds per notebook")
     parser.add_argument("--cell-timeout", type=float, default=Settings.cell_timeout_s, help="seconds per cell")
     parser.add_argument("--memory-mb", type=int, default=Settings.memory_mb,
