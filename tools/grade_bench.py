@@ -176,13 +176,14 @@ def to_markdown(saved: dict, model: dict) -> str:
         f"## The run: {model['learners']} learners x {len(seconds)} notebooks, {model['jobs']} kernels at a time",
         "",
         f"Half the learners hand in the solution notebooks (every exercise passes), half the untouched learner "
-        f"notebooks (every exercise fails). The grader took **{_duration(model['wall_s'])}** "
-        f"({model['wall_s']:.0f} s) for the class; statuses: {run['statuses']}.",
+        f"notebooks (every exercise fails). The grader took **{_duration(model['wall_s'])}**"
+        + (f" ({model['wall_s']:.0f} s)" if model["wall_s"] >= 90 else "")
+        + f" for the class; statuses: {run['statuses']}.",
         "",
         "| notebook | graded | mean s | solutions' mean s | untouched mean s | max s |",
         "|---|---|---|---|---|---|",
     ]
-    for notebook, t in seconds.items():
+    for notebook, t in sorted(seconds.items()):
         lines.append(f"| {notebook} | {t['graded']} | {t['mean_s']:.1f} | {_maybe(t['ok_mean_s'])} | "
                      f"{_maybe(t['not_ok_mean_s'])} | {t['max_s']:.1f} |")
     lines += [

@@ -412,7 +412,8 @@ async def grade_class(submissions: Path, notebooks: list[str], names: list[str],
             async with gate:
                 began = time.perf_counter()
                 results = await attempts(learner, notebook)
-                if timings is not None:
+                ran = not all(r.status == "missing" and not r.cases for r in results)  # no notebook: no kernel
+                if timings is not None and ran:
                     timings.append((notebook, time.perf_counter() - began, all(r.status == "ok" for r in results)))
                 return results
 
@@ -479,7 +480,7 @@ def kit_version() -> dict:
 def _notebook_seconds(timings: list) -> dict:
     """Per notebook: how many were graded, and a kernel slot's wall seconds (mean, max; for all-ok ones and the rest)."""
     table = {}
-    for notebook in dict.fromkeys(t[0] for t in timings):
+    for notebook in sorted({t[0] for t in timings}):
         mine = [(s, ok) for n, s, ok in timings if n == notebook]
         ok = [s for s, good in mine if good]
         rest = [s for s, good in mine if not good]
