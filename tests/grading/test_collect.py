@@ -94,6 +94,7 @@ def test_every_hand_in_shape_is_found(tmp_path):
     assert found["inner"] == {S: f"{S}.ipynb"}
     assert found["lms-ann"] == {B: f"lms-ann_{B}.ipynb"}
     assert found["deep"] == {} and found["notes"] == {} and found["ghost"] == {}
+    assert any(w.startswith("deep: handed in no notebook") for w in warnings)
     assert collection.handins["ghost"].on_roster and not collection.handins["ghost"].folders
     # two candidates: the newest, and a warning naming both
     assert found["twice"] == {B: f"Copy of {B}.ipynb"}

@@ -242,6 +242,9 @@ def resolve(handin: HandIn, notebooks: list[str], known: list[str], unzip_to: Pa
                             f"(keep the name the kit gave it, e.g. {known[0]}.ipynb)")
         elif notebook in notebooks:
             by_notebook.setdefault(notebook, []).append((path, exact))
+    if not candidates and not refused_zips and (handin.folders or handin.zips):
+        warnings.append(f"{who}: handed in no notebook (nothing ending in .ipynb in the folder, one folder down "
+                        "or in a zip)")
     paths = {}
     for notebook, found in by_notebook.items():
         ranked = sorted(found, key=lambda f: (-_mtime(f[0]), not f[1], str(f[0])))
