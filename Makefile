@@ -21,7 +21,7 @@ help:
 	@echo "make test       set up .venv, fetch the data, run the whole test suite (nbval included)"
 	@echo "make test-fast  the fast unit tests only"
 	@echo "make test-browser  JupyterLab in headless Chromium: notebook 06's widget, an unfinished exercise, reopened bars (screenshots in artifacts/browser/)"
-	@echo "make grade SUBMISSIONS=path  grade a class's notebooks: grades.csv and feedback/ (docs/INSTRUCTORS.md)"
+	@echo "make grade SUBMISSIONS=path  grade a class's notebooks: grading-output/ beside them (docs/INSTRUCTORS.md)"
 	@echo "make release    regenerate the learner notebooks and helper_utils/reference/ from notebooks/solutions/"
 	@echo "make fork ORG=owner [TAG=name]  point the Colab cells and README links at your fork (docs/INSTRUCTORS.md)"
 	@echo "make going-further  install what notebooks 09-10 need (FAISS, ONNX, FastAPI)"
@@ -97,14 +97,15 @@ fork-args:
 fork: fork-args $(DEV_STAMP)
 	$(BIN)/python -m tools.fork --org "$(ORG)" $(if $(TAG),--tag "$(TAG)")
 
-# Instructors: one folder per learner in SUBMISSIONS; writes $(GRADES) and feedback/<learner>.md beside it.
-# GRADE_ARGS passes options on, e.g. GRADE_ARGS="--shard 2/4" or "--notebooks 02_inverted_residual_block".
-GRADES ?= grades.csv
+# Instructors: one folder or .zip per learner in SUBMISSIONS; writes grading-output/ beside SUBMISSIONS
+# (GRADES=path/grades.csv for another place), with totals.csv, run.json and feedback/<learner>.md.
+# GRADE_ARGS passes options on, e.g. GRADE_ARGS="--roster roster.csv" or "--notebooks 02_inverted_residual_block".
+GRADES ?=
 grade-args:  # checked before the install, so a forgotten SUBMISSIONS fails at once
-	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=path/to/submissions [GRADES=grades.csv] [GRADE_ARGS=...]"; exit 2; }
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=path/to/submissions [GRADES=out/grades.csv] [GRADE_ARGS=...]"; exit 2; }
 
 grade: grade-args $(DEV_STAMP)
-	$(BIN)/python -m unittests.grade "$(SUBMISSIONS)" --out "$(GRADES)" $(GRADE_ARGS)
+	$(BIN)/python -m unittests.grade "$(SUBMISSIONS)" $(if $(GRADES),--out "$(GRADES)") $(GRADE_ARGS)
 
 # About 45 minutes on a 2-core CPU; a GPU is used when present. Writes docs/results/bench_results.{json,md}.
 bench: dev-data
