@@ -13,7 +13,7 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)  # containers often r
 # nbval executes each notebook once; tools.course_report prints the numbers they printed, per notebook, at the end
 NBVAL_FLAGS := -p tools.course_report --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=1200 -p no:cacheprovider --durations=10
 
-.PHONY: help setup going-further data dev-data lab test test-fast test-notebooks test-browser release fork fork-args grade grade-args bench bench-scale bench-pipeline bench-siamese bench-course export-onnx serve loadtest
+.PHONY: help setup going-further data dev-data lab test test-units test-fast test-notebooks test-browser release fork fork-args grade grade-args bench bench-scale bench-pipeline bench-siamese bench-course export-onnx serve loadtest
 
 help:
 	@echo "make lab        set up .venv, fetch the data, start JupyterLab on notebooks/"
@@ -21,7 +21,7 @@ help:
 	@echo "make test       set up .venv, fetch the data, run the whole test suite (nbval included)"
 	@echo "make test-fast  the fast unit tests only"
 	@echo "make test-browser  JupyterLab in headless Chromium: notebook 06's widget, an unfinished exercise, reopened bars (screenshots in artifacts/browser/)"
-	@echo "make grade SUBMISSIONS=path  grade a class's notebooks: grades.csv and feedback/ (docs/INSTRUCTORS.md)"
+	@echo "make grade SUBMISSIONS=path  grade a class's notebooks: grading-output/ beside them (docs/INSTRUCTORS.md)"
 	@echo "make release    regenerate the learner notebooks and helper_utils/reference/ from notebooks/solutions/"
 	@echo "make fork ORG=owner [TAG=name]  point the Colab cells and README links at your fork (docs/INSTRUCTORS.md)"
 	@echo "make going-further  install what notebooks 09-10 need (FAISS, ONNX, FastAPI)"
@@ -43,9 +43,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[lab]'
 	touch $@
 
-$(DEV_STAMP): pyproject.toml $(STAMP)
+# One pip run for everything (dev holds lab): a fresh clone's `make test` resolves and installs once.
+$(DEV_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $@
+	touch $(STAMP) $@
 
 going-further: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[going-further]'
@@ -59,11 +61,18 @@ dev-data: $(DEV_STAMP) data
 lab: data
 	$(BIN)/jupyter lab --notebook-dir=notebooks --port=$(LAB_PORT) $(ROOT_FLAG) $(LAB_ARGS)
 
+# The release checks, then two lanes side by side (each keeps one core busy): the unit tests, which mostly wait
+# on kernels, servers and subprocesses, and every solution notebook executed once under nbval. Each lane's
+# report prints when it ends.
 test: dev-data
 	$(BIN)/python -m tools.release --check
 	$(BIN)/python -m tools.release --clean --check
-	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
-	UNITTESTS_STRICT=1 $(BIN)/python -m pytest $(NBVAL_FLAGS) notebooks/solutions --course-report artifacts/course_results.json $(NBVAL_ARGS)
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-units test-notebooks
+
+# One thread for every process the unit tests start (kernels included): their tensors are tiny, and on a
+# 2-core machine beside the notebooks a second, spinning thread only slows both lanes.
+test-units: $(DEV_STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 test-fast: $(DEV_STAMP)
 	$(BIN)/python -m pytest tests -m "not slow"
@@ -74,7 +83,7 @@ test-browser: dev-data
 	FASHION_KIT_BROWSER=1 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/python -m pytest tests/browser -p no:cacheprovider $(PYTEST_ARGS)
 
 test-notebooks: dev-data
-	UNITTESTS_STRICT=1 $(BIN)/python -m pytest $(NBVAL_FLAGS) notebooks/solutions
+	UNITTESTS_STRICT=1 $(BIN)/python -m pytest $(NBVAL_FLAGS) notebooks/solutions --course-report artifacts/course_results.json $(NBVAL_ARGS)
 
 release: $(DEV_STAMP)
 	$(BIN)/python -m tools.release --clean
@@ -88,14 +97,15 @@ fork-args:
 fork: fork-args $(DEV_STAMP)
 	$(BIN)/python -m tools.fork --org "$(ORG)" $(if $(TAG),--tag "$(TAG)")
 
-# Instructors: one folder per learner in SUBMISSIONS; writes $(GRADES) and feedback/<learner>.md beside it.
-# GRADE_ARGS passes options on, e.g. GRADE_ARGS="--shard 2/4" or "--notebooks 02_inverted_residual_block".
-GRADES ?= grades.csv
+# Instructors: one folder or .zip per learner in SUBMISSIONS; writes grading-output/ beside SUBMISSIONS
+# (GRADES=path/grades.csv for another place), with totals.csv, run.json and feedback/<learner>.md.
+# GRADE_ARGS passes options on, e.g. GRADE_ARGS="--roster roster.csv" or "--notebooks 02_inverted_residual_block".
+GRADES ?=
 grade-args:  # checked before the install, so a forgotten SUBMISSIONS fails at once
-	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=path/to/submissions [GRADES=grades.csv] [GRADE_ARGS=...]"; exit 2; }
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=path/to/submissions [GRADES=out/grades.csv] [GRADE_ARGS=...]"; exit 2; }
 
 grade: grade-args $(DEV_STAMP)
-	$(BIN)/python -m unittests.grade "$(SUBMISSIONS)" --out "$(GRADES)" $(GRADE_ARGS)
+	$(BIN)/python -m unittests.grade "$(SUBMISSIONS)" $(if $(GRADES),--out "$(GRADES)") $(GRADE_ARGS)
 
 # About 45 minutes on a 2-core CPU; a GPU is used when present. Writes docs/results/bench_results.{json,md}.
 bench: dev-data

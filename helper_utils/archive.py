@@ -45,7 +45,6 @@ __all__ = [
     "COMMIT",
     "URL",
     "SHARED_ARCHIVE_NAME",
-    "SHARED_ARCHIVE_SHA256",
     "DATASET_FOLDER",
     "PINNED_FILES",
     "EXPECTED_COUNTS",
@@ -70,7 +69,7 @@ URL = f"https://github.com/alexeygrigorev/clothing-dataset-small/archive/{COMMIT
 # The copy of the archive kept for offline machines and CI (../shared/datasets/ next to the repo).
 SHARED_ARCHIVE_NAME = "clothing-dataset-small-master.zip"
 SHARED_ARCHIVE_SIZE = 106_234_428  # bytes
-SHARED_ARCHIVE_SHA256 = "e0bbb94f64dd058921c3d94829efc2ed6737197a3b3de448c7091963a4a11d3b"
+_SHARED_ARCHIVE_SHA256 = "e0bbb94f64dd058921c3d94829efc2ed6737197a3b3de448c7091963a4a11d3b"
 
 DATASET_FOLDER = "clothing-dataset-small"  # the folder fetch creates under data_root()
 
@@ -237,7 +236,7 @@ def _verify_and_extract(source: Path, target: Path, work: Path, quiet: bool) -> 
         _check_pinned(zf, top, source)
         checks = "exactly the pinned commit's files"
         if source.name == SHARED_ARCHIVE_NAME or source.stat().st_size == SHARED_ARCHIVE_SIZE:
-            _check_sha256(source, SHARED_ARCHIVE_SHA256)
+            _check_sha256(source, _SHARED_ARCHIVE_SHA256)
             checks += ", sha256 matches"
         _say(f"Verified {source.name}: {len(zf.infolist())} entries, {checks}.", quiet)
         staging = work / "extract"

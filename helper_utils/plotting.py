@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 __all__ = [
-    "to_image",
     "show_grid",
     "plot_class_balance",
     "plot_history",
@@ -25,7 +24,7 @@ __all__ = [
 ]
 
 
-def to_image(image) -> np.ndarray:
+def _to_image(image) -> np.ndarray:
     """A displayable ``(H, W, 3)`` array from a PIL image or a normalised ``(3, H, W)`` tensor."""
     if isinstance(image, torch.Tensor):
         array = image.detach().cpu().float()
@@ -44,7 +43,7 @@ def show_grid(images: Sequence, titles: Sequence[str] | None = None, ncols: int 
         ax.axis("off")
     for i, image in enumerate(images):
         ax = axes.flat[i]
-        ax.imshow(to_image(image))
+        ax.imshow(_to_image(image))
         if titles is not None:
             ax.set_title(titles[i], fontsize=8)
     if suptitle:
@@ -116,10 +115,10 @@ def show_search_results(query, results: Sequence, labels: Sequence[str], distanc
     """The query, then its nearest catalog items with their label and distance (same class in green)."""
     n = len(results) + 1
     fig, axes = plt.subplots(1, n, figsize=(1.9 * n, 2.4))
-    axes[0].imshow(to_image(query))
+    axes[0].imshow(_to_image(query))
     axes[0].set_title(f"query\n{query_label or ''}", fontsize=9)
     for ax, image, label, distance in zip(axes[1:], results, labels, distances):
-        ax.imshow(to_image(image))
+        ax.imshow(_to_image(image))
         colour = "green" if query_label is not None and label == query_label else "black"
         ax.set_title(f"{label}\nd={distance:.2f}", fontsize=9, color=colour)
     for ax in axes:
@@ -144,7 +143,7 @@ def overlay_cam(image, cam, alpha: float = 0.45, cmap: str = "jet") -> np.ndarra
 
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha should be between 0 and 1, got {alpha!r}")
-    photo = to_image(image)
+    photo = _to_image(image)
     photo = photo / 255.0 if np.issubdtype(photo.dtype, np.integer) else photo.astype(np.float64)  # PIL: uint8
     heat = cam.detach().cpu().numpy() if isinstance(cam, torch.Tensor) else np.asarray(cam)
     if heat.shape != photo.shape[:2]:
@@ -168,7 +167,7 @@ def show_cams(images: Sequence, cams, titles: Sequence[str] | None = None, row_t
     fig, axes = plt.subplots(1 + len(rows), n, figsize=(n * size, (1 + len(rows)) * (size + 0.1) + 0.4),
                              squeeze=False)
     for j, image in enumerate(images):
-        axes[0, j].imshow(to_image(image))
+        axes[0, j].imshow(_to_image(image))
         if titles is not None:
             axes[0, j].set_title(titles[j], fontsize=8)
         for i, row in enumerate(rows, start=1):

@@ -14,10 +14,10 @@ from __future__ import annotations
 from tqdm.auto import tqdm as _auto_tqdm
 from tqdm.notebook import tqdm_notebook
 
-__all__ = ["tqdm", "in_notebook"]
+__all__ = ["tqdm"]
 
 
-def in_notebook() -> bool:
+def _in_notebook() -> bool:
     """Whether bars are notebook widgets (an IPython kernel with ipywidgets) rather than text."""
     return issubclass(_auto_tqdm, tqdm_notebook)
 
@@ -33,7 +33,7 @@ class tqdm(_auto_tqdm):  # noqa: N801  (a drop-in for tqdm.auto.tqdm)
 
     def __init__(self, *args, under: "tqdm | None" = None, **kwargs) -> None:
         self._box = self._handle = self._under = None
-        if not in_notebook():
+        if not _in_notebook():
             super().__init__(*args, **kwargs)
             return
         super().__init__(*args, display=False, **kwargs)
@@ -52,7 +52,7 @@ class tqdm(_auto_tqdm):  # noqa: N801  (a drop-in for tqdm.auto.tqdm)
     def close(self) -> None:
         was_open = not self.disable
         super().close()
-        if not (was_open and in_notebook()):
+        if not (was_open and _in_notebook()):
             return
         if self._under is not None:  # drawn inside another bar's output: just leave it
             self._under._box.children = tuple(c for c in self._under._box.children if c is not self.container)

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from helper_utils.images import MAX_PIXELS, MAX_SIDE, MAX_UPLOAD_BYTES, QueryImageError, decode_image
+from helper_utils.images import MAX_SIDE, MAX_UPLOAD_BYTES, QueryImageError, decode_image
 from helper_utils.reference import get_query_img_embedding as reference_query_embedding
 from helper_utils.retrieval import knn
 
-__all__ = ["QueryImageError", "MAX_UPLOAD_BYTES", "MAX_SIDE", "MAX_PIXELS", "load_query_image", "SearchResult",
+__all__ = ["QueryImageError", "MAX_UPLOAD_BYTES", "MAX_SIDE", "load_query_image", "SearchResult",
            "SearchFunctionError", "VisualSearch"]
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helper_utils import checkpoints
-from helper_utils.checkpoints import (BestEpochFiles, CheckpointError, CheckpointNotFoundError, load_backbone,
+from helper_utils.checkpoints import (REASONS, BestEpochFiles, Checkpoint, CheckpointError, CheckpointNotFoundError, load_backbone,
                                       load_checkpoint, load_classifier, load_encoder, read_checkpoint, save_checkpoint,
                                       save_model)
 from helper_utils.embedding import ProjectedEncoder
@@ -85,6 +85,11 @@ def test_an_encoder_without_the_projection_head_is_refused_only_where_one_is_req
     assert raised.value.reason == "no_head"
 
 
+def test_every_reason_a_loader_gives_is_tested():
+    tested = {case.split("-")[0] for case in REFUSALS} | {"misfit", "no_head"}  # the two tests above
+    assert tested == set(REASONS)
+
+
 @pytest.mark.parametrize("what", LOADERS)
 def test_a_good_file_loads_with_what_it_says_about_its_run(tmp_path, what):
     load, make_model, _ = LOADERS[what]
@@ -147,7 +152,7 @@ def test_best_epoch_files_say_not_finished_until_the_run_ends(tmp_path):
     torch.nn.init.zeros_(model.head[2].weight)  # training goes on after the best epoch
     files.finish(epochs_done=5)
     checkpoint = read_checkpoint(tmp_path / "c.pt")
-    assert checkpoint.finished is True and checkpoint.info["epochs_done"] == 5 and checkpoint.info["made_by"] == "a test"
+    assert isinstance(checkpoint, Checkpoint) and checkpoint.finished is True and checkpoint.info["epochs_done"] == 5 and checkpoint.info["made_by"] == "a test"
     assert checkpoint.state_dict["head.2.weight"].abs().sum() > 0  # the best epoch's weights, not the last
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -218,18 +223,27 @@ SAME_NAME_ALLOWED = {"main", "data_root"}
 
 
 def test_one_public_name_is_one_function():
-    """No two of the kit's public functions share a name (the two load_encoders, the two batch_hard_triplet_losses)."""
+    """No two of the kit's public functions share a name (the two load_encoders, the two batch_hard_triplet_losses).
+
+    Public: a module's ``__all__``, or else the functions and classes it defines without a leading underscore.
+    """
     import importlib
     import pkgutil
 
     import helper_utils
+    import tools
+    import unittests
 
     owners: dict[str, dict[int, str]] = {}
-    for info in pkgutil.walk_packages(helper_utils.__path__, "helper_utils."):
-        module = importlib.import_module(info.name)
-        for name in getattr(module, "__all__", []):
-            value = getattr(module, name)
-            if callable(value) and name not in SAME_NAME_ALLOWED:
-                owners.setdefault(name, {})[id(value)] = info.name
+    for package in (helper_utils, unittests, tools):
+        for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            module = importlib.import_module(info.name)
+            names = getattr(module, "__all__", None) or [
+                name for name, value in vars(module).items()
+                if not name.startswith("_") and getattr(value, "__module__", None) == info.name]
+            for name in names:
+                value = getattr(module, name)
+                if callable(value) and name not in SAME_NAME_ALLOWED:
+                    owners.setdefault(name, {})[id(value)] = info.name
     shared = {name: sorted(modules.values()) for name, modules in owners.items() if len(modules) > 1}
     assert not shared, f"one name, several functions: {shared}"

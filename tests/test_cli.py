@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from helper_utils.cli import ArgumentParser, int_at_least, one_line, run
+from helper_utils.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, ArgumentParser, int_at_least, one_line, run
 from helper_utils.files import shown_path
 
 
@@ -35,6 +35,15 @@ def test_run_turns_bad_input_into_one_line(capsys):
     assert run(lambda: (_ for _ in ()).throw(ValueError("first line\n  second line"))) == 1
     assert capsys.readouterr().err == "error: first line second line\n"
     assert run(lambda: 3) == 3 and run(lambda: None) == 0
+
+
+def test_run_answers_ctrl_c_as_shells_do(capsys):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert run(interrupted, interrupted="stopped: nothing was written") == EXIT_INTERRUPTED == 128 + 2  # SIGINT
+    assert capsys.readouterr().err == "stopped: nothing was written\n"
+    assert EXIT_BAD_INPUT == 1  # what the README and every command's help promise
 
 
 def test_run_leaves_bugs_their_traceback():

@@ -6,7 +6,8 @@ import struct
 import pytest
 from PIL import Image
 
-from helper_utils.images import QueryImageError, decode_image, jpeg_layout
+from helper_utils.images import (ALLOWED_FORMATS, MAX_JPEG_SCANS, JpegLayout, QueryImageError, decode_image,
+                                 jpeg_layout)
 
 
 def _jpeg(mode="RGB", size=(16, 16), **kwargs) -> bytes:
@@ -19,7 +20,9 @@ def _jpeg(mode="RGB", size=(16, 16), **kwargs) -> bytes:
                                                   ({"progressive": True}, "L", 6), ({"progressive": True}, "CMYK", 18)])
 def test_scans_are_counted_as_libjpeg_writes_them(kwargs, mode, scans):
     layout = jpeg_layout(_jpeg(mode, **kwargs))
+    assert isinstance(layout, JpegLayout)
     assert layout.scans == scans and layout.progressive == bool(kwargs) and layout.junk == 0
+    assert layout.scans <= MAX_JPEG_SCANS  # a photo as libjpeg writes it, progressive or not, is never refused
     assert (layout.width, layout.height) == (16, 16) and len(layout.sampling) == {"RGB": 3, "L": 1, "CMYK": 4}[mode]
 
 
@@ -60,3 +63,10 @@ def test_single_scan_jpegs_are_decoded_at_the_scale_that_keeps_them_small(size, 
 
     assert _draft_size(*size, 1024) == draft and draft[0] * draft[1] <= MAX_DRAFT_PIXELS
     assert decode_image(_jpeg(size=(8000, 80))).size == (1024, 10)
+
+
+@pytest.mark.parametrize("fmt", ALLOWED_FORMATS)
+def test_every_allowed_format_decodes(fmt):
+    buffer = io.BytesIO()
+    Image.effect_noise((32, 24), 40).convert("RGB").save(buffer, format=fmt)
+    assert decode_image(buffer.getvalue()).size == (32, 24)

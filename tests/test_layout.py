@@ -9,7 +9,10 @@ Imports inside functions count too: a cycle hidden in a function is still a cycl
 from __future__ import annotations
 
 import ast
+import fnmatch
 import functools
+import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -152,3 +155,225 @@ def _closure(module: str) -> set[str]:
             seen.add(current)
             todo += graph.get(current, [])
     return seen
+
+
+# Every public name is used outside its own module ------------------------------------------------
+#
+# A public name (the module's ``__all__``, or else each module-level function, class and constant
+# without a leading underscore) is an offer to the rest of the kit; one that nobody takes is either
+# private, dead, or an API without a test. A use counts where someone outside the module would see
+# it: another kit module, the tests, the solution notebooks' code cells, and the files maintainers and
+# instructors read or run (the Markdown pages, the Makefile, CI, the grading job files).
+# Package ``__init__`` files only re-export (``from m import x``, or a lazy ``_EXPORTS`` table): a
+# re-export is not a use, but a use through the package counts (``from helper_utils import fetch``).
+
+USED_IN = ("tests/**/*.py", "notebooks/solutions/*.ipynb", "*.md", "docs/**/*.md", "docs/grading/*",
+           "Makefile", ".ci/*", "pyproject.toml", "postBuild")
+
+# Public names that nothing in the tree calls by name (``fnmatch`` patterns), each with the reason it stays public.
+UNUSED_ALLOWED = {
+    "tools.course_report.pytest_*": "pytest hooks: pytest calls them by name once the Makefile loads the plugin "
+                                    "(-p tools.course_report)",
+}
+
+_DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
+_WORD = re.compile(r"[A-Za-z_]\w*")
+
+
+def _package_modules(root: Path, packages) -> dict[str, Path]:
+    found = {}
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            parts = list(path.relative_to(root).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            found[".".join(parts)] = path
+    return found
+
+
+def _public_names(tree: ast.Module) -> list[str]:
+    """``__all__`` (else every module-level constant), and every module-level function and class, without a
+    leading underscore: a function left out of ``__all__`` still reads as public where it is defined."""
+    names, declared = [], False
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            try:
+                names += ast.literal_eval(node.value)
+                declared = True
+            except ValueError:
+                pass  # computed from a re-export table: the module's own definitions are what it offers
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)) and not declared:
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                names += [n.id for n in ast.walk(target) if isinstance(n, ast.Name)]
+    return [name for name in dict.fromkeys(names) if not name.startswith("_")]
+
+
+def _absolute(module: str | None, is_package: bool, node: ast.ImportFrom) -> str:
+    if not node.level or module is None:
+        return node.module or ""
+    parts = module.split(".") if is_package else module.split(".")[:-1]
+    parts = parts[: len(parts) - node.level + 1]
+    return ".".join(parts + ([node.module] if node.module else []))
+
+
+def _text_refs(text: str, modules: dict[str, Path], root: Path) -> tuple[set[str], set[str]]:
+    """Kit modules a text names (dotted, or by path) and the words it uses."""
+    named = {m for m in modules if re.search(rf"(?<![\w.]){re.escape(m)}(?![\w])", text)}
+    named |= {m for m, path in modules.items() if str(path.relative_to(root)) in text}
+    return named, set(_WORD.findall(text))
+
+
+def _python_refs(source: str, modules: dict[str, Path], module: str | None = None,
+                 is_package: bool = False) -> tuple[set[str], set[str]]:
+    """Kit modules a Python source imports or names in a string, and the identifiers it uses."""
+    named, used = set(), set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            named |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = _absolute(module, is_package, node)
+            named.add(base)
+            for alias in node.names:
+                named.add(f"{base}.{alias.name}")
+                used.add(alias.name)
+        elif isinstance(node, ast.Name):
+            used.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            used.add(node.attr)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if node.value.isidentifier():
+                used.add(node.value)  # getattr(module, "name")
+            elif "\n" in node.value and (code := _parses(node.value)):  # a script run in a child process
+                found = _python_refs(code, modules)
+                named |= found[0]
+                used |= found[1]
+            for dotted in _DOTTED.findall(node.value):  # "python -m tools.x", monkeypatch.setattr("m.name", ...)
+                named.add(dotted)
+                used.add(dotted.rpartition(".")[2])
+    named = {prefix for name in named for prefix in _prefixes(name) if prefix in modules}
+    return named, used
+
+
+def _parses(text: str) -> str | None:
+    """``text`` as Python code, or as a ``str.format`` template of Python code, if it is either."""
+    code = textwrap.dedent(text)
+    template = re.sub(r"\{\{|\}\}|\{[^{}]*\}", lambda m: {"{{": "{", "}}": "}"}.get(m[0], "None"), code)
+    for candidate in (code, template):
+        try:
+            ast.parse(candidate)
+            return candidate
+        except SyntaxError:
+            pass
+    return None
+
+
+def _prefixes(dotted: str) -> list[str]:
+    parts = dotted.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def _notebook_refs(path: Path, modules: dict[str, Path], root: Path) -> tuple[set[str], set[str]]:
+    import nbformat
+
+    named, used = set(), set()
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        lines = cell.source.splitlines()
+        magic = "\n".join(line for line in lines if line.lstrip().startswith(("!", "%")))
+        python = "\n".join(line for line in lines if not line.lstrip().startswith(("!", "%")))
+        for found in (_text_refs(magic, modules, root), _python_refs(python, modules)):
+            named |= found[0]
+            used |= found[1]
+    return named, used
+
+
+def _reexports(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """``"module.name"`` -> the packages that re-export it, through any chain of ``__init__`` files."""
+    direct = {}
+    for package, path in modules.items():
+        if path.name != "__init__.py":
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ImportFrom):
+                base = _absolute(package, True, node)
+                for alias in node.names:
+                    direct.setdefault(f"{base}.{alias.name}", set()).add(package)
+            elif isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "_EXPORTS":
+                for source, names in ast.literal_eval(node.value).items():
+                    for name in names:
+                        direct.setdefault(f"{source}.{name}", set()).add(package)
+    closed = {}
+    for qualified, packages in direct.items():
+        todo, seen = list(packages), set()
+        while todo:
+            package = todo.pop()
+            if package not in seen:
+                seen.add(package)
+                name = qualified.rpartition(".")[2]
+                todo += direct.get(f"{package}.{name}", ())
+        closed[qualified] = seen
+    return closed
+
+
+def unused_public_names(root: Path, packages=PACKAGES, used_in=USED_IN) -> list[str]:
+    """``"module.name"`` for each public name of ``packages`` that nothing outside its module uses."""
+    modules = _package_modules(root, packages)
+    users = {}  # file -> (kit modules it names, identifiers it uses)
+    for module, path in modules.items():
+        if path.name != "__init__.py":  # a package file only re-exports
+            users[path] = _python_refs(path.read_text(), modules, module)
+    for pattern in used_in:
+        for path in sorted(root.glob(pattern)):
+            if path in users or not path.is_file() or path.is_relative_to(root / ".venv"):
+                continue
+            if path.suffix == ".py":
+                users[path] = _python_refs(path.read_text(), modules)
+            elif path.suffix == ".ipynb":
+                users[path] = _notebook_refs(path, modules, root)
+            else:
+                users[path] = _text_refs(path.read_text(errors="replace"), modules, root)
+    reexports = _reexports(modules)
+    unused = []
+    for module, path in modules.items():
+        for name in _public_names(ast.parse(path.read_text())):
+            through = {module} | reexports.get(f"{module}.{name}", set())
+            if not any(name in used and named & through for user, (named, used) in users.items() if user != path):
+                unused.append(f"{module}.{name}")
+    return unused
+
+
+def test_every_public_name_is_used_outside_its_module():
+    unused = unused_public_names(ROOT)
+    allowed = [name for name in unused if any(fnmatch.fnmatch(name, pattern) for pattern in UNUSED_ALLOWED)]
+    assert not sorted(set(unused) - set(allowed)), (
+        f"public names nothing outside their module uses: {sorted(set(unused) - set(allowed))}; make each private "
+        f"(a leading underscore), delete it, or use it (a test that pins it, where it is API someone calls)")
+    stale = [pattern for pattern in UNUSED_ALLOWED if not any(fnmatch.fnmatch(name, pattern) for name in allowed)]
+    assert not stale, f"allowed as unused, but used now (or gone): drop them from UNUSED_ALLOWED: {stale}"
+
+
+def test_the_unused_name_check_finds_what_nobody_calls(tmp_path):
+    files = {
+        "pkg/__init__.py": '_EXPORTS = {"pkg.lazy": ["exported", "idle"]}\n',  # a re-export is not a use
+        "pkg/lazy.py": "def exported(): ...\ndef idle(): ...\ndef through_module(): ...\n",
+        "pkg/core.py": ('__all__ = ["used", "in_all_unused"]\n'
+                        "def used(): ...\ndef in_all_unused(): ...\ndef not_in_all(): ...\nLIMIT = 3\n"),
+        "pkg/sub/__init__.py": "from pkg.sub.deep import tested\n",
+        "pkg/sub/deep.py": ("def tested(): ...\ndef only_here(): return only_here\ndef _private(): ...\n"
+                            "class Shown: ...\ndef patched(): ...\nCONSTANT, OTHER = 1, 2\n"),
+        "pkg/user.py": "from .core import used\nfrom . import lazy\nused()\nlazy.through_module()\n",
+        "tests/test_pkg.py": ("import pkg\nfrom pkg.sub import tested\npkg.exported()\n"
+                              'SCRIPT = """\nfrom pkg.sub import deep\ndeep.OTHER\n"""  # run in a child process\n'
+                              'def test(monkeypatch): monkeypatch.setattr("pkg.sub.deep.patched", None)\n'),
+        "docs/guide.md": "`pkg/sub/deep.py` draws with `Shown`.\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    unused = unused_public_names(tmp_path, packages=("pkg",), used_in=("tests/**/*.py", "docs/*.md"))
+    assert sorted(unused) == ["pkg.core.in_all_unused", "pkg.core.not_in_all", "pkg.lazy.idle",
+                              "pkg.sub.deep.CONSTANT", "pkg.sub.deep.only_here"]

@@ -38,6 +38,18 @@ def test_recipe_optimizer_skips_decay_on_batchnorm_and_biases():
     assert groups[1]["weight_decay"] == 0.0 and all(p.ndim == 1 for p in groups[1]["params"])
 
 
+def test_embedding_metrics_score_an_encoder_that_separates_the_classes_as_perfect(data):
+    from helper_utils.data import ClothingDataset
+    from helper_utils.recipes import embedding_metrics
+    from helper_utils.reference import val_transform
+
+    mean_colour = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())  # one colour per class
+    catalog = ClothingDataset("validation", transform=val_transform)
+    metrics = embedding_metrics(mean_colour, catalog, "cpu", ks=(1, 2))
+    assert set(metrics) == {"P@1", "Recall@1", "Recall@2", "R-Precision", "mAP@R"}
+    assert metrics["P@1"] == metrics["Recall@2"] == metrics["mAP@R"] == 1.0
+
+
 def test_fit_classifier_saves_model_and_backbone(data, tmp_path):
     model, history = fit_classifier(TINY_CLASSIFIER, device="cpu", progress=False, save_dir=tmp_path)
     assert len(history["val_acc"]) == 2 and history["recipe"]["epochs"] == 2

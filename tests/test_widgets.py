@@ -12,7 +12,8 @@ from PIL import Image
 
 from helper_utils.reference import MobileNetBackbone, SiameseEncoder, find_closest, get_query_img_embedding
 from helper_utils.reference import val_transform
-from helper_utils.widgets import MAX_SIDE, QueryImageError, SearchFunctionError, VisualSearch, load_query_image
+from helper_utils.widgets import (MAX_SIDE, QueryImageError, SearchFunctionError, SearchResult, VisualSearch,
+                                  load_query_image)
 
 
 def _bytes(image: Image.Image, fmt: str) -> bytes:
@@ -75,7 +76,7 @@ def test_search_finds_same_class_and_excludes_the_query():
     embeddings = np.concatenate([encoder(val_transform(im).unsqueeze(0)).detach().numpy() for im in catalog.images])
     search = VisualSearch(encoder, catalog, embeddings, val_transform)
     result = search.search(catalog.images[0], k=2, exclude=0)
-    assert 0 not in result.indices and len(result.indices) == 2
+    assert isinstance(result, SearchResult) and 0 not in result.indices and len(result.indices) == 2
     assert np.all(np.diff(result.distances) >= 0)
     assert result.labels == ["dark", "dark"]
     upload = search.search_upload(_bytes(Image.new("L", (100, 80), 245), "PNG"), k=3)

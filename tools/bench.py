@@ -40,7 +40,7 @@ from helper_utils.loaders import TensorLoader
 from helper_utils.reference import MobileNetLikeClassifier
 from helper_utils.recipes import ClassifierRecipe
 
-__all__ = ["time_epoch", "pipeline_benchmark", "main"]
+__all__ = ["time_epoch", "main"]
 
 
 def time_epoch(loader, batch_size: int, seed: int = 0, warmup_batches: int = 2) -> tuple[float, int]:
@@ -95,7 +95,7 @@ def _tutorial_loader(batch_size: int, num_workers: int):
                                        generator=torch.Generator().manual_seed(0))
 
 
-def pipeline_benchmark(batch_size: int = 64, num_workers: int = 0, repeats: int = 2) -> dict:
+def _pipeline_benchmark(batch_size: int = 64, num_workers: int = 0, repeats: int = 2) -> dict:
     """Time (a), (b) and (c); returns seconds, images/s and the two ratios that matter.
 
     One untimed epoch first warms the kernels up (oneDNN picks and caches its kernels on
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _pipeline_command(args) -> int:
     print(f"Pipeline benchmark on {machine_description()}", flush=True)
-    results = pipeline_benchmark(args.batch_size, args.num_workers, args.repeats)
+    results = _pipeline_benchmark(args.batch_size, args.num_workers, args.repeats)
     print(f"kit / tutorial   = {results['kit_vs_tutorial']:.3f}  (target <= 0.2: at least 5x faster)")
     print(f"kit / in-memory  = {results['kit_vs_in_memory']:.3f}  (target <= 1.5)")
     if args.json:

@@ -22,7 +22,7 @@ import pytest
 from helper_utils.device import machine_description
 
 # printed lines worth a summary: accuracies, retrieval metrics, timings, what was loaded or trained
-RESULT_LINE = re.compile(r"accuracy|test-time|P@1|Recall@|R-Precision|mAP@R|latency|\bms\b|Loaded|trained|epochs in|"
+_RESULT_LINE = re.compile(r"accuracy|test-time|P@1|Recall@|R-Precision|mAP@R|latency|\bms\b|Loaded|trained|epochs in|"
                          r"^\s*(before|tutorial|fix)\b|test photos", re.IGNORECASE)
 
 _notebooks: dict[str, dict] = {}
@@ -35,7 +35,7 @@ def result_lines(outputs) -> list[str]:
         if output.get("output_type") == "stream" and output.get("name") == "stdout":
             text = output.get("text", "")
             lines += [line.strip() for line in (text if isinstance(text, str) else "".join(text)).splitlines()]
-    return [line for line in lines if line and RESULT_LINE.search(line)]
+    return [line for line in lines if line and _RESULT_LINE.search(line)]
 
 
 def pytest_addoption(parser):

@@ -47,13 +47,13 @@ from helper_utils.files import atomic_path
 from helper_utils.going_further.serve import DEFAULT_DIR, build, free_port, is_built
 from helper_utils.paths import REPO
 
-__all__ = ["run_loadtest", "compare", "query_photos", "summarize", "report_markdown", "compare_markdown", "main"]
+__all__ = ["run_loadtest", "compare", "summarize_requests", "report_markdown", "compare_markdown", "main"]
 
 ENDPOINTS = ("/search", "/predict")
 COMMAND = "python -m tools.loadtest"
 
 
-def query_photos(n: int = 50, data_root: str | Path | None = None) -> list[tuple[str, bytes]]:
+def _query_photos(n: int = 50, data_root: str | Path | None = None) -> list[tuple[str, bytes]]:
     """``n`` test-split photos spread over all classes, as ``(file name, JPEG bytes)``."""
     from helper_utils.data import ClothingDataset
 
@@ -73,11 +73,11 @@ def run_loadtest(service_dir: str | Path = DEFAULT_DIR, requests: int = 300, con
     """
     _check_settings(requests, concurrency, time_limit_s)
     service_dir = _built(service_dir, data_root)
-    queries = query_photos(n_queries, data_root)
+    queries = _query_photos(n_queries, data_root)
     load_before = os.getloadavg()[0]
     with _server(service_dir, threads) as (url, health):
         records, elapsed, cut_short = asyncio.run(_drive(url, queries, requests, concurrency, time_limit_s, k))
-    summary = summarize(records, elapsed)
+    summary = summarize_requests(records, elapsed)
     summary.update(requests_planned=requests, concurrency=concurrency, time_limit_s=time_limit_s, cut_short=cut_short,
                    k=k, server_threads=threads, queries=len(queries), catalog_size=health["catalog"]["size"],
                    catalog_backend=health["catalog"]["backend"], load_before=round(load_before, 2),
@@ -103,7 +103,7 @@ def compare(baseline: str, service_dir: str | Path = DEFAULT_DIR, rounds: int = 
         raise ValueError(f"rounds should be a number from 1 to 20, got {rounds!r}")
     _commit_of(baseline)  # a wrong commit fails now, not after building
     service_dir = _built(service_dir, data_root)
-    queries = query_photos(n_queries, data_root)
+    queries = _query_photos(n_queries, data_root)
     load_before = os.getloadavg()[0]
     runs: dict[str, list] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory(prefix="loadtest-baseline-") as tmp:
@@ -119,7 +119,7 @@ def compare(baseline: str, service_dir: str | Path = DEFAULT_DIR, rounds: int = 
               "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
     for label, parts in runs.items():
         records = [record for part in parts for record in part[0]]
-        result[label] = summarize(records, sum(part[1] for part in parts))
+        result[label] = summarize_requests(records, sum(part[1] for part in parts))
         result[label]["cut_short"] = any(part[2] for part in parts)
     return result
 
@@ -256,7 +256,7 @@ async def _drive(url: str, queries: list[tuple[str, bytes]], total: int, concurr
         return records, time.perf_counter() - start, bool(pending)
 
 
-def summarize(records: Sequence[tuple[str, object, float]], elapsed_s: float) -> dict:
+def summarize_requests(records: Sequence[tuple[str, object, float]], elapsed_s: float) -> dict:
     """Requests per second and latency percentiles (ms), overall and per endpoint; errors counted apart."""
     def stats(rows) -> dict:
         ok = [seconds * 1000 for _, status, seconds in rows if status == 200]

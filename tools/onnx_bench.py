@@ -31,12 +31,12 @@ from helper_utils.going_further.export import (OPSET, PARITY_TOLERANCE, Classifi
 
 from helper_utils.paths import artifacts_dir, checkpoint_dir
 
-__all__ = ["run_export", "report_markdown", "main"]
+__all__ = ["main"]
 
 COMMAND = "python -m tools.onnx_bench"
 
 
-def run_export(out_dir: Path, checkpoints: Path | None = None, data_root: Path | None = None,
+def _run_export(out_dir: Path, checkpoints: Path | None = None, data_root: Path | None = None,
                threads: Sequence[int] | None = None, n_images: int = 64, batch_sizes: Sequence[int] = (1, 32),
                repeats: int = 100) -> dict:
     """Export both models, check parity on real validation photos and time both engines; returns the report.
@@ -97,7 +97,7 @@ def _versions() -> dict[str, str]:
             "onnxruntime": onnxruntime.__version__, "opset": str(OPSET)}
 
 
-def report_markdown(report: dict, command: str) -> str:
+def _report_markdown(report: dict, command: str) -> str:
     """The report as a markdown page (docs/results/onnx.md)."""
     v = report["versions"]
     lines = [
@@ -178,10 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace, command: str) -> int:
     require_extras(["onnx", "onnxruntime"])
-    report = run_export(args.out, args.checkpoints, args.data_root, args.threads, args.images,
+    report = _run_export(args.out, args.checkpoints, args.data_root, args.threads, args.images,
                         args.batch_sizes, args.repeats)
     report["command"] = command.strip()
-    markdown = report_markdown(report, report["command"])
+    markdown = _report_markdown(report, report["command"])
     with atomic_path(args.out / "report.json", mode=0o644) as tmp:
         tmp.write_text(json.dumps(report, indent=2) + "\n")
     if args.report:

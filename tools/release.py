@@ -45,8 +45,8 @@ from helper_utils.paths import NOTEBOOKS, REPO, SOLUTIONS
 from tools import publish
 from unittests.grading.cells import defined_names
 
-__all__ = ["START", "END", "STUB", "ReleaseError", "make_learner_source", "learner_notebook", "hand_in_note",
-           "clean_notebook", "reference_module", "exercise_sections", "release", "main"]
+__all__ = ["START", "END", "STUB", "ReleaseError", "make_learner_source", "hand_in_note",
+           "exercise_sections", "release", "main"]
 
 START = "### START CODE HERE ###"
 END = "### END CODE HERE ###"
@@ -112,7 +112,7 @@ def make_learner_source(source: str, where: str = "cell") -> str:
     return "\n".join(out)
 
 
-def clean_notebook(nb: nbformat.NotebookNode, keep_checked_outputs: bool = True) -> nbformat.NotebookNode:
+def _clean_notebook(nb: nbformat.NotebookNode, keep_checked_outputs: bool = True) -> nbformat.NotebookNode:
     """Minimal metadata, outputs only on ``nbval-check-output`` cells (execution count 1), all else cleared."""
     nb = nbformat.from_dict(nb)
     nb.metadata = {k: nb.metadata[k] for k in KEPT_METADATA if k in nb.metadata}
@@ -138,9 +138,9 @@ def hand_in_note(name: str) -> str:
     return HAND_IN.format(name=name)
 
 
-def learner_notebook(solution: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
+def _learner_notebook(solution: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
     """The learner copy of a solution notebook: scaffolds instead of answers, no outputs, the hand-in note."""
-    nb = clean_notebook(solution, keep_checked_outputs=False)
+    nb = _clean_notebook(solution, keep_checked_outputs=False)
     for index, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
             cell.source = make_learner_source(cell.source, f"{name}, cell {index}")
@@ -150,7 +150,7 @@ def learner_notebook(solution: nbformat.NotebookNode, name: str = "notebook") ->
     return nb
 
 
-def solution_source(source: str) -> str:
+def _solution_source(source: str) -> str:
     """One exercise cell's source with its solution kept and the marker and ``### STUB:`` lines dropped."""
     make_learner_source(source)  # raises on unpaired markers
     return "\n".join(line for line in source.splitlines()
@@ -199,7 +199,7 @@ def _header(path: Path) -> str:
             f"# DO NOT EDIT: edit the exercise cells of that notebook, then run `make release`.\n")
 
 
-def reference_module(solution: nbformat.NotebookNode, path: Path,
+def _reference_module(solution: nbformat.NotebookNode, path: Path,
                      earlier: dict[str, str] | None = None) -> tuple[str, list[str]] | None:
     """The reference module of one solution notebook and the names it exports; ``None`` without exercises.
 
@@ -213,7 +213,7 @@ def reference_module(solution: nbformat.NotebookNode, path: Path,
         if EXPORT_TAG in tags:
             exports.append(_direct_imports(cell.source.strip(), earlier or {}, f"{path.name}, cell {index}"))
         elif EXERCISE_TAG in tags:
-            answers.append(solution_source(cell.source).strip())
+            answers.append(_solution_source(cell.source).strip())
     if not answers:
         return None
     names = [name for source in answers for name in _exported_names(source)]
@@ -241,7 +241,7 @@ def exercise_sections(solution: nbformat.NotebookNode) -> dict[str, str]:
                 if match:
                     heading = _LINE_COUNT.sub("", match.group(1))
         elif cell.cell_type == "code" and EXERCISE_TAG in cell.get("metadata", {}).get("tags", []):
-            for name in _exported_names(solution_source(cell.source)):
+            for name in _exported_names(_solution_source(cell.source)):
                 sections[name] = heading
     return sections
 
@@ -258,7 +258,7 @@ def _reference_package(modules: dict[str, list[str]], sections: dict[str, str]) 
     return "\n".join(lines) + "\n"
 
 
-def write_references(solutions: Path = SOLUTIONS, target: Path = REFERENCE, check: bool = False) -> list[Path]:
+def _write_references(solutions: Path = SOLUTIONS, target: Path = REFERENCE, check: bool = False) -> list[Path]:
     """Write (or, with ``check``, compare) ``helper_utils/reference/``; returns the stale files."""
     wanted: dict[Path, str] = {}
     modules: dict[str, list[str]] = {}
@@ -266,7 +266,7 @@ def write_references(solutions: Path = SOLUTIONS, target: Path = REFERENCE, chec
     sections: dict[str, str] = {}
     for path in sorted(solutions.glob("[0-9][0-9]_*.ipynb")):
         solution = nbformat.read(path, as_version=4)
-        built = reference_module(solution, path, answers)
+        built = _reference_module(solution, path, answers)
         if built is not None:
             text, names = built
             modules[_module_name(path)] = names
@@ -297,7 +297,7 @@ def release(solutions: Path = SOLUTIONS, target: Path = NOTEBOOKS, check: bool =
     if not sources:
         raise ReleaseError(f"no solution notebooks found in {solutions}")
     for path in sources:
-        text = _dumps(learner_notebook(nbformat.read(path, as_version=4), path.name))
+        text = _dumps(_learner_notebook(nbformat.read(path, as_version=4), path.name))
         out = target / path.name
         if out.exists() and out.read_text(encoding="utf-8") == text:
             continue
@@ -311,7 +311,7 @@ def clean_solutions(solutions: Path = SOLUTIONS, check: bool = False) -> list[Pa
     """Strip the solution notebooks in place (or, with ``check``, list the unclean ones)."""
     unclean = []
     for path in sorted(solutions.glob("[0-9][0-9]_*.ipynb")):
-        text = _dumps(clean_notebook(nbformat.read(path, as_version=4)))
+        text = _dumps(_clean_notebook(nbformat.read(path, as_version=4)))
         if path.read_text(encoding="utf-8") != text:
             unclean.append(path)
             if not check:
@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             changed = clean_solutions(check=args.check)
             verb = "not clean" if args.check else "cleaned"
         else:
-            changed = release(check=args.check) + write_references(check=args.check)
+            changed = release(check=args.check) + _write_references(check=args.check)
             verb = "stale (run `make release`)" if args.check else "written"
             launch = publish.problems(publish=args.publish) if args.check else []
     except (ReleaseError, ValueError, OSError) as error:

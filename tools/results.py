@@ -24,6 +24,7 @@ how far a seeded run repeats on the same machine. ``--readme`` rewrites the resu
 from __future__ import annotations
 
 import copy
+import os
 import platform
 import tempfile
 import time
@@ -48,9 +49,9 @@ from helper_utils.reference import (MobileNetLikeClassifier, SiameseEncoder, Sia
 from helper_utils.retrieval import knn, l2_normalize, retrieval_scores
 from helper_utils.training import evaluate, train_classifier, train_siamese
 
-__all__ = ["RECIPES", "run_recipe", "run_benchmark", "summarize", "paired_gain", "results_markdown", "update_readme"]
+__all__ = ["run_recipe", "run_benchmark", "summarize_runs", "paired_gain", "results_markdown", "update_readme"]
 
-RECIPES = ("tutorial", "core", "going-further")
+_RECIPES = ("tutorial", "core", "going-further")
 METRICS = ("val_acc", "test_acc", "P@1", "Recall@5", "mAP@R", "train_s", "epoch_s", "search_ms",
            "backbone_P@1", "backbone_Recall@5", "backbone_mAP@R", "unseen_P@1", "unseen_backbone_P@1")
 UNSEEN_CLASSES = ("outwear", "shirt", "skirt")  # in the dataset, never trained on by any recipe
@@ -62,8 +63,8 @@ README_END = "<!-- bench:results:end -->"
 
 def run_recipe(name: str, seed: int, device=None, save_dir: Path | None = None, progress: bool = False) -> dict:
     """Train recipe ``name`` with ``seed`` and measure it; checkpoints go to ``save_dir`` (a temp dir if None)."""
-    if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}: choose from {', '.join(RECIPES)}")
+    if name not in _RECIPES:
+        raise ValueError(f"unknown recipe {name!r}: choose from {', '.join(_RECIPES)}")
     device = device or get_device()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(save_dir) if save_dir is not None else Path(tmp)
@@ -155,7 +156,7 @@ def _measure(classifier: nn.Module, encoder: nn.Module, device, normalized: bool
            "backbone_Recall@5": before["Recall@5"].mean(), "backbone_mAP@R": before["mAP@R"].mean(),
            "unseen_P@1": unseen_after["P@1"].mean(), "unseen_photos": len(unseen), "unseen_backbone_P@1": unseen_before["P@1"].mean(),
            "search_ms": _search_latency(encoder, catalog, test, device, normalized)}
-    for metric in ("P@1", "mAP@R"):
+    for metric in ("P@1", "Recall@5", "mAP@R"):
         out[f"gain_{metric}"] = paired_gain(scores[metric], before[metric])
     out["gain_unseen_P@1"] = paired_gain(unseen_after["P@1"], unseen_before["P@1"])
     return {name: value if isinstance(value, dict) else float(value) for name, value in out.items()}
@@ -193,7 +194,7 @@ def _search_latency(encoder: nn.Module, catalog: np.ndarray, queries: ClothingDa
 
 # --------------------------------------------------------------------------- many runs
 
-def run_benchmark(recipes: Sequence[str] = RECIPES, seeds: Sequence[int] = (0, 1, 2),
+def run_benchmark(recipes: Sequence[str] = _RECIPES, seeds: Sequence[int] = (0, 1, 2),
                   repeat: Sequence[str] = ("core",), device=None, keep_going_further: bool = True,
                   log=print) -> dict:
     """Every recipe with every seed, then the first seed of each ``repeat`` recipe once more.
@@ -203,6 +204,7 @@ def run_benchmark(recipes: Sequence[str] = RECIPES, seeds: Sequence[int] = (0, 1
     """
     device = device or get_device()
     runs, repeats = [], []
+    load_before = os.getloadavg()[0]
     start = time.perf_counter()
     for name in recipes:
         for i, seed in enumerate(seeds):
@@ -217,13 +219,13 @@ def run_benchmark(recipes: Sequence[str] = RECIPES, seeds: Sequence[int] = (0, 1
             run = run_recipe(name, seeds[0], device)
             log("   " + _run_line(run))
             repeats.append(run)
-    return {"machine": machine_info(device), "seeds": list(seeds), "recipes": list(recipes), "runs": runs,
-            "repeats": repeats, "summary": summarize(runs), "reproducibility": _reproducibility(runs, repeats),
-            "total_s": time.perf_counter() - start,
+    return {"machine": _machine_info(device), "seeds": list(seeds), "recipes": list(recipes), "runs": runs,
+            "repeats": repeats, "summary": summarize_runs(runs), "reproducibility": _reproducibility(runs, repeats),
+            "total_s": time.perf_counter() - start, "load": [load_before, os.getloadavg()[0]],
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
-def machine_info(device) -> dict:
+def _machine_info(device) -> dict:
     from helper_utils.device import machine_description
 
     import torchvision
@@ -232,7 +234,7 @@ def machine_info(device) -> dict:
             "torch": torch.__version__, "torchvision": torchvision.__version__, "threads": torch.get_num_threads()}
 
 
-def summarize(runs: Sequence[dict]) -> dict:
+def summarize_runs(runs: Sequence[dict]) -> dict:
     """Per recipe and metric: mean, min and max over seeds."""
     summary = {}
     for name in dict.fromkeys(run["recipe"] for run in runs):
@@ -278,7 +280,7 @@ def results_markdown(results: dict) -> str:
         f"Measured by `make bench` on {m['description']} (device {m['device']}), "
         f"torchvision {m['torchvision']}, {results['date']}; "
         f"seeds {', '.join(map(str, results['seeds']))}; mean ± half the spread (max − min) / 2 over seeds; "
-        f"whole run {results['total_s'] / 60:.0f} min.",
+        f"whole run {results['total_s'] / 60:.0f} min.{_load_note(results)}",
         "",
         "| recipe | val acc % | test acc % | P@1 | Recall@5 | mAP@R | train time (s) | epoch (s) | search (ms) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -294,13 +296,15 @@ def results_markdown(results: dict) -> str:
                   f"catalog, and on the {gains[0]['unseen_photos']:.0f} validation and test photos of the three classes no "
                   f"recipe trains on ({', '.join(UNSEEN_CLASSES)}). Each gain comes with its 95% paired bootstrap interval over the queries "
                   "(2000 resamples); **beyond noise** means the interval excludes 0.", "",
-                  "| recipe | seed | P@1 backbone → encoder | gain [95% interval] | mAP@R backbone → encoder "
+                  "| recipe | seed | P@1 backbone → encoder | gain [95% interval] | Recall@5 backbone → encoder "
+                  "| gain [95% interval] | mAP@R backbone → encoder "
                   "| gain [95% interval] | unseen classes P@1 | gain [95% interval] |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for run in gains:
             lines.append(
                 f"| {_LABELS.get(run['recipe'], run['recipe'])} | {run['seed']} | "
                 f"{run['backbone_P@1']:.3f} → {run['P@1']:.3f} | {_gain(run['gain_P@1'])} | "
+                f"{_pair(run, 'Recall@5')} | "
                 f"{run['backbone_mAP@R']:.3f} → {run['mAP@R']:.3f} | {_gain(run['gain_mAP@R'])} | "
                 f"{run['unseen_backbone_P@1']:.3f} → {run['unseen_P@1']:.3f} | {_gain(run['gain_unseen_P@1'])} |")
     targets = _target_lines(results["summary"])
@@ -312,6 +316,26 @@ def results_markdown(results: dict) -> str:
         lines += ["", f"Reproducibility: {_LABELS.get(rep['recipe'], rep['recipe'])}, seed {rep['seed']} run twice: "
                   f"{pairs}."]
     return "\n".join(lines) + "\n"
+
+
+def _pair(run: dict, metric: str) -> str:
+    """``backbone → encoder | gain`` cells; runs saved before the kit measured this metric's gain show a dash."""
+    if f"gain_{metric}" not in run:
+        return "– | –"
+    return f"{run[f'backbone_{metric}']:.3f} → {run[metric]:.3f} | {_gain(run[f'gain_{metric}'])}"
+
+
+def _load_note(results: dict) -> str:
+    """Train times only mean something on a quiet machine: say when other programs shared the CPU."""
+    if "load" not in results:
+        return ""
+    before, after = results["load"]
+    cores = os.cpu_count() or 1
+    if max(before, after) <= cores:
+        return ""
+    return (f" Other programs shared the CPU during this run (1-minute load average {before:.1f} at the start, "
+            f"{after:.1f} at the end, on {cores} cores): the accuracy and retrieval columns do not depend on it, "
+            "the times are longer than on a quiet machine.")
 
 
 def _gain(gain: dict) -> str:

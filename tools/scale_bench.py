@@ -25,12 +25,12 @@ from helper_utils.files import atomic_path
 from helper_utils.going_further import MissingExtrasError, require_extras
 from helper_utils.going_further.scale import format_speedup, plot_recall_latency, results_table, run_scale_benchmark
 
-__all__ = ["to_markdown", "main"]
+__all__ = ["main"]
 
 COMMAND = "python -m tools.scale_bench"
 
 
-def to_markdown(report: dict, plot_name: str | None = None, rendered_from: str | None = None) -> str:
+def _to_markdown(report: dict, plot_name: str | None = None, rendered_from: str | None = None) -> str:
     """The report as markdown: setup, verdicts, the synthetic and real tables, the geometry check.
 
     Args:
@@ -191,7 +191,7 @@ def _render(report: dict, args: argparse.Namespace, rendered: str | None) -> lis
             text = json.dumps(report, indent=1)
             outputs.append((args.json, lambda tmp, text=text: tmp.write_text(text)))
         if args.markdown:
-            text = to_markdown(report, _relative(args.plot, args.markdown), rendered)
+            text = _to_markdown(report, _relative(args.plot, args.markdown), rendered)
             outputs.append((args.markdown, lambda tmp, text=text: tmp.write_text(text)))
         if args.plot:
             figure = plot_recall_latency(report)

@@ -30,9 +30,9 @@ from helper_utils.reference import SiameseEncoder, get_embeddings, val_transform
 from helper_utils.retrieval import l2_normalize, retrieval_metrics
 from helper_utils.training import checkpoint_dir
 
-__all__ = ["DEFAULT_VARIATIONS", "run_variation", "sweep_markdown", "main"]
+__all__ = ["sweep_markdown", "main"]
 
-DEFAULT_VARIATIONS = (  # the recipe's own values, then one change at a time
+_DEFAULT_VARIATIONS = (  # the recipe's own values, then one change at a time
     {"head": "none"}, {}, {"head_lr_factor": 1.0}, {"head_lr_factor": 10.0}, {"head_lr_factor": 30.0},
     {"mining": "hard"}, {"margin": 0.1}, {"margin": 0.3}, {"samples_per_class": 8}, {"epochs": 20},
 )
@@ -44,7 +44,7 @@ def _measure(encoder, catalog: ClothingDataset, device) -> dict[str, float]:
     return {name: round(metrics[name], 3) for name in ("P@1", "Recall@5", "R-Precision", "mAP@R")}
 
 
-def run_variation(changes: dict, backbone_path: Path, device, catalog: ClothingDataset) -> dict:
+def _run_variation(changes: dict, backbone_path: Path, device, catalog: ClothingDataset) -> dict:
     """Fine-tune ``SiameseRecipe(**changes)`` from the backbone at ``backbone_path``; its metrics and time."""
     recipe = SiameseRecipe(**changes)
     backbone, _ = load_backbone(backbone_path, device=device)
@@ -69,7 +69,7 @@ def sweep_markdown(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m tools.siamese_sweep", description=__doc__.splitlines()[0])
-    parser.add_argument("--variations", type=_variations, default=list(DEFAULT_VARIATIONS),
+    parser.add_argument("--variations", type=_variations, default=list(_DEFAULT_VARIATIONS),
                         help="a JSON list of SiameseRecipe field changes, one training run each")
     parser.add_argument("--backbone", type=Path, default=None, help="default: checkpoints/backbone_best.pt")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
@@ -103,7 +103,7 @@ def _main(args: argparse.Namespace) -> int:
              "seconds": 0}]
     print(rows[0], flush=True)
     for changes in args.variations:
-        rows.append(run_variation(changes, backbone_path, device, catalog))
+        rows.append(_run_variation(changes, backbone_path, device, catalog))
         print(rows[-1], flush=True)
     if args.json:
         with atomic_path(args.json, mode=0o644) as tmp:

@@ -40,7 +40,6 @@ import torch
 __all__ = [
     "STRICT_ENV",
     "Case",
-    "CaseFailed",
     "CaseResult",
     "GraderFailed",
     "Report",
@@ -52,7 +51,6 @@ __all__ = [
     "placeholder_probe",
     "require_answer",
     "require_callable",
-    "strict_mode",
 ]
 
 STRICT_ENV = "UNITTESTS_STRICT"  # "1": a failing grader raises GraderFailed (CI sets it)
@@ -60,7 +58,7 @@ DEFAULT_TIME_LIMIT_S = 30.0  # per grader; catches an endless loop, not a slow l
 SEED = 0
 
 
-class CaseFailed(Exception):
+class _CaseFailed(Exception):
     """Raised inside a case to fail it with an explanation."""
 
     def __init__(self, expected: Any, got: Any, hint: str = "") -> None:
@@ -90,12 +88,12 @@ class _Placeholder(Exception):
 def check(condition: Any, expected: Any, got: Any, hint: str = "") -> None:
     """Fail the current case unless ``condition`` holds."""
     if not condition:
-        raise CaseFailed(expected, got, hint)
+        raise _CaseFailed(expected, got, hint)
 
 
 def fail(expected: Any, got: Any, hint: str = "") -> None:
     """Fail the current case unconditionally."""
-    raise CaseFailed(expected, got, hint)
+    raise _CaseFailed(expected, got, hint)
 
 
 def placeholder(name: str) -> NoReturn:
@@ -242,7 +240,7 @@ def _todo(name: str) -> str:
             f"(replace every None placeholder), run that cell, then run this one again")
 
 
-def strict_mode() -> bool:
+def _strict_mode() -> bool:
     return os.environ.get(STRICT_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
@@ -274,7 +272,7 @@ def grade(grader: str, cases: Sequence[Case], *, time_limit_s: float = DEFAULT_T
             report.seconds = time.perf_counter() - start
     if verbose and not probing:
         print(report.text())
-    if strict_mode() and not report and not probing:
+    if _strict_mode() and not report and not probing:
         raise GraderFailed(f"{grader}: {report.summary()} (strict mode, {STRICT_ENV}=1)")
     return report
 
@@ -305,7 +303,7 @@ def _run_case(case: Case, seconds_left: float, time_limit_s: float,
     except _Placeholder as e:
         return CaseResult(case.name, False, f"`{e.name}` written", "the exercise's placeholder", _todo(e.name),
                           placeholder=e.name)
-    except CaseFailed as e:
+    except _CaseFailed as e:
         return CaseResult(case.name, False, e.expected, e.got, e.hint)
     except _TimeLimitExceeded:
         return CaseResult(case.name, False, "an answer within the grader's time limit",

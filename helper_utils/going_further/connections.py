@@ -34,7 +34,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["MAX_CONNECTIONS", "HEADER_TIMEOUT_S", "BACKLOG", "GuardedH11Protocol", "guarded_protocol",
+__all__ = ["MAX_CONNECTIONS", "HEADER_TIMEOUT_S", "BACKLOG", "GuardedH11Protocol",
            "GuardedServer", "fitted_limits", "server_config"]
 
 MAX_CONNECTIONS = 200  # well under the 1,024 descriptors a process gets by default, with room for files and models
@@ -101,7 +101,7 @@ class GuardedH11Protocol(H11Protocol):
         victim.transport.abort()
 
 
-def guarded_protocol(max_connections: int = MAX_CONNECTIONS, header_timeout_s: float = HEADER_TIMEOUT_S) -> type:
+def _guarded_protocol(max_connections: int = MAX_CONNECTIONS, header_timeout_s: float = HEADER_TIMEOUT_S) -> type:
     """A :class:`GuardedH11Protocol` subclass with these limits (uvicorn takes a class, not an instance)."""
     if max_connections < 1 or header_timeout_s <= 0:
         raise ValueError(f"need max_connections >= 1 and header_timeout_s > 0, got {max_connections} and "
@@ -170,5 +170,5 @@ def server_config(app: Any, port: int, *, max_connections: int = MAX_CONNECTIONS
     ``max_connections`` and the backlog are fitted to the process's descriptor limit (:func:`fitted_limits`).
     """
     max_connections, backlog = fitted_limits(max_connections)
-    return uvicorn.Config(app, host="127.0.0.1", port=port, http=guarded_protocol(max_connections, header_timeout_s),
+    return uvicorn.Config(app, host="127.0.0.1", port=port, http=_guarded_protocol(max_connections, header_timeout_s),
                           backlog=backlog, log_level=log_level, access_log=access_log)

@@ -48,14 +48,10 @@ from helper_utils.reference import MobileNetLikeClassifier
 from helper_utils.training import checkpoint_dir
 
 __all__ = [
-    "IMAGE_SIZE",
     "INPUT_NAME",
-    "ENCODER_OUTPUTS",
-    "CLASSIFIER_OUTPUTS",
     "PARITY_TOLERANCE",
     "EncoderForExport",
     "ClassifierForExport",
-    "export_onnx",
     "export_models",
     "onnx_session",
     "read_metadata",
@@ -66,11 +62,11 @@ __all__ = [
     "validation_batch",
 ]
 
-IMAGE_SIZE = 64  # the course's input size (helper_utils.reference.IMAGE_SIZE)
+_IMAGE_SIZE = 64  # the course's input size: val_transform makes every photo 64x64
 OPSET = 17  # supported by every onnxruntime since 1.14
 INPUT_NAME = "images"
-ENCODER_OUTPUTS = ("embeddings",)
-CLASSIFIER_OUTPUTS = ("logits", "probabilities")
+_ENCODER_OUTPUTS = ("embeddings",)
+_CLASSIFIER_OUTPUTS = ("logits", "probabilities")
 PARITY_TOLERANCE = 1e-4  # largest |onnxruntime - PyTorch| accepted on any output value
 INPUT_LAYOUT = "uint8 RGB (batch, 64, 64, 3), channels last, pixels 0-255; resize with PIL bilinear first"
 ENCODER_FILE, CLASSIFIER_FILE = "encoder.onnx", "classifier.onnx"
@@ -127,7 +123,7 @@ def _class_names(num_classes: int, classes: Sequence[str] | None, what: str) -> 
 
 # --------------------------------------------------------------------------- export and load
 
-def export_onnx(module: nn.Module, path: str | Path, output_names: Sequence[str],
+def _export_onnx(module: nn.Module, path: str | Path, output_names: Sequence[str],
                 metadata: dict[str, str] | None = None) -> Path:
     """Export ``module`` (uint8 ``(B, 64, 64, 3)`` in) to ``path`` with a dynamic batch dimension.
 
@@ -139,7 +135,7 @@ def export_onnx(module: nn.Module, path: str | Path, output_names: Sequence[str]
     import onnx
 
     path = Path(path)
-    example = torch.zeros(2, IMAGE_SIZE, IMAGE_SIZE, 3, dtype=torch.uint8)  # 2, not 1: nothing may specialise on 1
+    example = torch.zeros(2, _IMAGE_SIZE, _IMAGE_SIZE, 3, dtype=torch.uint8)  # 2, not 1: nothing may specialise on 1
     dynamic = {name: {0: "batch"} for name in (INPUT_NAME, *output_names)}
     with atomic_path(path) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
@@ -183,10 +179,10 @@ def export_models(out_dir: str | Path, checkpoints: str | Path | None = None, *,
         classifier, _ = load_classifier(classifier_file)
         classifier_source = _describe_file(classifier_file)
     classes = _class_names(classifier.head[-1].out_features, classes, "the classifier")
-    common = {"kit.image_size": str(IMAGE_SIZE), "kit.torch": torch.__version__}
-    encoder_path = export_onnx(EncoderForExport(encoder), out_dir / ENCODER_FILE, ENCODER_OUTPUTS, {
+    common = {"kit.image_size": str(_IMAGE_SIZE), "kit.torch": torch.__version__}
+    encoder_path = _export_onnx(EncoderForExport(encoder), out_dir / ENCODER_FILE, _ENCODER_OUTPUTS, {
         **common, "kit.model": "encoder", "kit.source": encoder_source, "kit.normalized": "L2"})
-    classifier_path = export_onnx(ClassifierForExport(classifier), out_dir / CLASSIFIER_FILE, CLASSIFIER_OUTPUTS, {
+    classifier_path = _export_onnx(ClassifierForExport(classifier), out_dir / CLASSIFIER_FILE, _CLASSIFIER_OUTPUTS, {
         **common, "kit.model": "classifier", "kit.source": classifier_source, "kit.classes": json.dumps(list(classes))})
     return {"encoder": encoder_path, "classifier": classifier_path}
 

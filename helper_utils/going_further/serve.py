@@ -89,7 +89,7 @@ from helper_utils.going_further.search_index import SearchIndex
 from helper_utils.images import MAX_UPLOAD_BYTES, QueryImageError
 from helper_utils.paths import artifacts_dir
 
-__all__ = ["MAX_UPLOAD_BYTES", "MAX_K", "DEFAULT_DIR", "INDEX_DIR", "OnnxModels", "create_app", "build",
+__all__ = ["MAX_UPLOAD_BYTES", "MAX_K", "DEFAULT_DIR", "INDEX_DIR", "create_app", "build",
            "BackgroundServer", "free_port", "main"]
 
 MAX_K = 50  # results per search: a page of a shop, not the whole catalog
@@ -107,7 +107,7 @@ _MAX_DETAIL = 300  # characters of an error message: never a request's content e
 
 # --------------------------------------------------------------------------- the models
 
-class OnnxModels:
+class _OnnxModels:
     """The two exported models in onnxruntime sessions, plus what their metadata says.
 
     Args:
@@ -159,7 +159,7 @@ def create_app(model_dir: str | Path, index_path: str | Path, *, image_root: str
         image_root: the folder ``GET /images/{id}`` serves from; ``None`` means ``dataset_dir()``.
         max_upload_bytes: larger uploads get a 413.
         max_k: the largest ``k`` a search may ask for.
-        threads: onnxruntime intra-op threads per model (see :class:`OnnxModels`).
+        threads: onnxruntime intra-op threads per model (see :class:`_OnnxModels`).
         allowed_hosts: host names the ``Host`` header may carry, with the port the service listens on;
             others get a 400, so a web page whose DNS name is rebound to 127.0.0.1 cannot talk to the
             service. Uploads must also come from that origin (``Origin`` header), else 403.
@@ -176,7 +176,7 @@ def create_app(model_dir: str | Path, index_path: str | Path, *, image_root: str
         from helper_utils.data import dataset_dir
 
         image_root = dataset_dir()
-    models = OnnxModels(model_dir, threads)
+    models = _OnnxModels(model_dir, threads)
     try:
         index = SearchIndex.load(index_path)
     except FileNotFoundError as error:

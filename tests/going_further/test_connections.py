@@ -31,6 +31,11 @@ def test_the_cap_and_backlog_fit_the_descriptor_limit(monkeypatch, soft, expecte
     assert cap + backlog + connections.FD_RESERVE <= max(soft, 200 + 256 + connections.FD_RESERVE)
 
 
+def test_the_defaults_fit_the_usual_descriptor_limit():
+    """1,024 descriptors (most systems' soft limit) hold the default cap, one burst and the reserve."""
+    assert connections.MAX_CONNECTIONS + connections.BACKLOG + connections.FD_RESERVE <= 1024
+
+
 def test_idle_connections_over_the_cap_are_closed_oldest_first():
     from helper_utils.going_further.serve import BackgroundServer
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helper_utils.going_further.decoding import DecodePool, DecoderBusy, DecodeTimeout, DecodeWorker
+from helper_utils.going_further.decoding import DecodePool, DecoderBusy, DecodeResult, DecodeTimeout, DecodeWorker
 from helper_utils.images import QueryImageError, decode_image, resize_for_model
 
 
@@ -39,7 +39,7 @@ def pool():
 def test_a_worker_returns_the_pixels_the_kit_decodes_in_process(pool, fmt, mode):
     photo = _encoded(Image.effect_noise((90, 70), 40).convert(mode), fmt)
     result = pool.decode(photo)
-    assert result.pixels.shape == (64, 64, 3) and result.pixels.dtype == np.uint8
+    assert isinstance(result, DecodeResult) and result.pixels.shape == (64, 64, 3) and result.pixels.dtype == np.uint8
     np.testing.assert_array_equal(result.pixels, resize_for_model(decode_image(photo), 64))
     assert result.peak_rss_kib > 0 and result.seconds > 0
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from helper_utils.going_further import scale
-from helper_utils.going_further.scale import IndexConfig
+from helper_utils.going_further.scale import CatalogShape, IndexConfig
 
 TINY = [IndexConfig("exact"), IndexConfig("flat"),
         IndexConfig("hnsw", {"M": 8, "ef_construction": 40}, [{"ef_search": 8}, {"ef_search": 64}]),
@@ -31,6 +31,14 @@ def test_synthetic_catalog_is_clustered_like_the_real_one_not_uniform():
     assert synthetic["nn1_median"] < 0.5 * synthetic["pair_median"]
     assert 0.3 < synthetic["nn1_median"] < 0.45 and 0.7 < synthetic["mean_length"] < 0.85
     assert synthetic["effective_dims"] < 20
+
+
+def test_the_catalog_shape_sets_how_tight_the_clusters_are():
+    def nn1(spread):
+        data = scale.synthetic_catalog(3000, shape=CatalogShape(spread=spread))
+        return scale.catalog_statistics(data[:2700], data[2700:])["nn1_median"]
+
+    assert nn1(0.3) < nn1(CatalogShape().spread) < nn1(1.2)
 
 
 def test_catalog_statistics_on_known_geometry():

@@ -9,7 +9,7 @@ import torch
 
 import helper_utils as ref
 import unittests
-from unittests.framework import Case, GraderFailed, check, grade
+from unittests.framework import Case, CaseResult, GraderFailed, check, grade
 
 # every grader with the reference answer it must pass
 REFERENCES = {
@@ -51,6 +51,7 @@ def test_learner_exceptions_become_failed_cases_and_required_cases_stop_the_rest
         None.forward  # noqa: B018  (a placeholder left as None)
 
     report = grade("demo", [Case("first", raises, required=True), Case("second", lambda: None)], verbose=False)
+    assert all(isinstance(r, CaseResult) for r in report.results)
     assert [r.passed for r in report.results] == [False, False]
     assert "AttributeError" in report.results[0].got and "None" in report.results[0].hint
     assert report.results[1].skipped

@@ -363,8 +363,6 @@ def test_shards_merged_on_the_cluster_equal_one_run(cluster_runs, cluster):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="--merge does not yet refuse an incomplete set of shards (issue 22, item 3): "
-                                       "the merge files already call it, so they will once it does")
 def test_a_missing_shard_fails_the_merge_and_is_named(cluster_runs, tmp_path):
     root = cluster_runs["root"]
     for cluster, shards, missing in (("k8s", GRADE_JOB["spec"]["completions"], 3), ("slurm", 2, 2)):

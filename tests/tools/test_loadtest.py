@@ -26,7 +26,7 @@ def built(tmp_path_factory):
 def test_loadtest_summary_counts_errors_apart_from_latency():
     records = [("/search", 200, 0.010), ("/predict", 200, 0.030), ("/search", 400, 0.001),
                ("/predict", "ReadTimeout", 10.0)]
-    summary = loadtest.summarize(records, elapsed_s=2.0)
+    summary = loadtest.summarize_requests(records, elapsed_s=2.0)
     assert summary["overall"]["ok"] == 2 and summary["overall"]["rps"] == 1.0
     assert summary["overall"]["errors"] == {"400": 1, "ReadTimeout": 1}
     assert summary["overall"]["max_ms"] == pytest.approx(30.0)  # failed requests do not enter the percentiles
@@ -53,7 +53,7 @@ def test_loadtest_refuses_unbounded_settings(kwargs):
 
 def test_the_summary_has_the_99th_percentile():
     records = [("/search", 200, ms / 1000) for ms in range(1, 101)]
-    assert loadtest.summarize(records, 1.0)["overall"]["p99_ms"] == pytest.approx(99.01)
+    assert loadtest.summarize_requests(records, 1.0)["overall"]["p99_ms"] == pytest.approx(99.01)
 
 
 def test_a_side_by_side_run_measures_both_servers(built, monkeypatch):

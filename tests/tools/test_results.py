@@ -94,10 +94,16 @@ def test_benchmark_runs_every_recipe_and_writes_the_readme_table(tiny_recipes, m
     rep = out["reproducibility"][0]
     assert rep["recipe"] == "tutorial" and rep["val_acc"]["first"] == pytest.approx(rep["val_acc"]["again"])
     for run in out["runs"]:  # the siamese stage against its own backbone, with a paired interval
-        for gain in (run["gain_P@1"], run["gain_mAP@R"], run["gain_unseen_P@1"]):
+        for gain in (run["gain_P@1"], run["gain_Recall@5"], run["gain_mAP@R"], run["gain_unseen_P@1"]):
             assert gain["low"] <= gain["mean"] <= gain["high"]
         assert run["gain_P@1"]["mean"] == pytest.approx(run["P@1"] - run["backbone_P@1"])
+        assert run["gain_Recall@5"]["mean"] == pytest.approx(run["Recall@5"] - run["backbone_Recall@5"])
     table = results.results_markdown(out)
+    assert "Recall@5 backbone → encoder" in table
+    out["load"] = [99.0, 99.0]  # a busy machine is named in the header; a quiet one is not
+    assert "Other programs shared the CPU" in results.results_markdown(out)
+    out["load"] = [0.1, 0.2]
+    assert "Other programs shared the CPU" not in results.results_markdown(out)
     assert table.count("\n| ") == 5 + 2 + 6 and "going further" in table and "run twice" in table
     assert "(notebooks 03, 05), P@1 ≥ 0.85:" in table and "going further (notebook 08), val accuracy ≥ 93%:" in table
     readme = tmp_path / "README.md"
@@ -123,7 +129,7 @@ def test_goals_say_met_or_by_how_much_they_are_missed():
 
 def test_summary_reports_mean_and_spread():
     runs = [{"recipe": "core", **{m: v for m in results.METRICS}} for v in (0.8, 0.9)]
-    s = results.summarize(runs)["core"]["val_acc"]
+    s = results.summarize_runs(runs)["core"]["val_acc"]
     assert s == {"mean": pytest.approx(0.85), "min": 0.8, "max": 0.9}
     assert results._cell(s, percent=True, digits=1) == "85.0 ± 5.0"
 

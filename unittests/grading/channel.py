@@ -25,26 +25,26 @@ import json
 import os
 import threading
 
-__all__ = ["KEY_PREFIX", "MAX_BYTES", "mac", "key_line", "signed_line", "Reader"]
+__all__ = ["MAX_BYTES", "key_line", "signed_line", "Reader"]
 
-KEY_PREFIX = b"key "
+_KEY_PREFIX = b"key "
 MAX_LINE = 256 * 1024  # bytes; a longer line is not a message the kit wrote
 MAX_BYTES = 8 * 2**20  # read of one channel; beyond it the data is dropped and the channel counts as flooded
 
 
-def mac(key: bytes, payload: bytes) -> bytes:
+def _mac(key: bytes, payload: bytes) -> bytes:
     """The hex MAC of ``payload`` under ``key``."""
     return hashlib.blake2b(payload, key=key, digest_size=32).hexdigest().encode()
 
 
 def key_line(key: bytes) -> bytes:
-    return KEY_PREFIX + key.hex().encode() + b"\n"
+    return _KEY_PREFIX + key.hex().encode() + b"\n"
 
 
 def signed_line(key: bytes, message: dict) -> bytes:
     """One signed line; the kernel's audit hook builds the same bytes without ``json`` (see recorder)."""
     payload = json.dumps(message, ensure_ascii=True, separators=(",", ":")).encode()
-    return mac(key, payload) + b" " + payload + b"\n"
+    return _mac(key, payload) + b" " + payload + b"\n"
 
 
 class Reader:
@@ -96,9 +96,9 @@ class Reader:
             self.forged += 1
 
     def _line(self, line: bytes) -> None:
-        if not self.started and line.startswith(KEY_PREFIX):
+        if not self.started and line.startswith(_KEY_PREFIX):
             try:
-                self._key = bytes.fromhex(line[len(KEY_PREFIX):].decode("ascii"))
+                self._key = bytes.fromhex(line[len(_KEY_PREFIX):].decode("ascii"))
                 self.started = len(self._key) == 32
             except ValueError:
                 pass
@@ -106,7 +106,7 @@ class Reader:
                 self.forged += 1
             return
         signature, _, payload = line.partition(b" ")
-        if not self.started or len(line) > MAX_LINE or not hmac.compare_digest(signature, mac(self._key, payload)):
+        if not self.started or len(line) > MAX_LINE or not hmac.compare_digest(signature, _mac(self._key, payload)):
             self.forged += 1
             return
         try:

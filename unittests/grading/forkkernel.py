@@ -1,7 +1,7 @@
 """Starting grading kernels: a zygote that forks them, and the launcher jupyter_client runs for each.
 
 Starting a plain IPython kernel and importing torch, torchvision, scikit-learn and the kit
-costs about 5 s of CPU; grading a class means hundreds of kernels. The grader therefore starts
+costs seconds of CPU, every time; grading a class means hundreds of kernels. The grader therefore starts
 one *zygote* (``serve``) that imports all of that once and never runs learner code. For each
 kernel, jupyter_client runs a tiny *proxy* (``proxy``, the command in the kernel spec; stdlib
 only, so it starts in milliseconds). The proxy hands the zygote its standard output (the
@@ -99,11 +99,11 @@ def direct(kernel_args: list[str]) -> int:
     request = _kernel_request(kernel_args)
     channel = os.dup(1)
     if not (sys.platform.startswith("linux") and hasattr(os, "fork")):
-        warden.run_direct(request["job"], kernel_args, request["env"], channel)
+        warden.run_kernel_direct(request["job"], kernel_args, request["env"], channel)
     ours, theirs = socket.socketpair()
     if os.fork() == 0:
         ours.close()
-        warden.run(request["job"], kernel_args, request["env"], channel, theirs)
+        warden.run_kernel(request["job"], kernel_args, request["env"], channel, theirs)
     theirs.close()
     os.close(channel)
     _channel_off_stdout()
@@ -148,7 +148,7 @@ def serve(socket_path: str) -> None:
         if os.fork() == 0:
             listener.close()
             os.close(0)  # a warden does not hold the grader's pipe open
-            warden.run(request["job"], request["args"], request["env"], fds[0], connection)
+            warden.run_kernel(request["job"], request["args"], request["env"], fds[0], connection)
         os.close(fds[0])
         connection.close()
 

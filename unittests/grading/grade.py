@@ -1,8 +1,13 @@
-"""Grade a class: ``python -m unittests.grade SUBMISSIONS --out grades.csv`` (or ``make grade SUBMISSIONS=...``).
+"""Grade a class: ``python -m unittests.grade SUBMISSIONS`` (or ``make grade SUBMISSIONS=...``).
 
-``SUBMISSIONS`` holds one folder per learner with any of the learner notebooks, named as in
-``notebooks/`` (``02_inverted_residual_block.ipynb``...). For each learner and graded notebook,
-in a fresh kernel whose working directory is a scratch copy of the learner's folder:
+``SUBMISSIONS`` holds one folder or ``.zip`` per learner with any of the learner notebooks,
+under the names learners' tools give them (:mod:`unittests.grading.collect`: copies' names, one
+nested folder, zips); a ``--roster`` gives everyone on it rows. The gradebook goes to
+``grading-output/`` beside ``SUBMISSIONS`` (``--out`` for another place): ``grades.csv``,
+``totals.csv``, ``run.json`` and ``feedback/``, written as each learner finishes, so that a
+stopped run keeps them (``--resume`` goes on; ``--learner NAME`` regrades one learner). For each
+learner and graded notebook, in a fresh kernel whose working directory is a scratch copy of the
+folder that holds the learner's notebook:
 
 1. the recorder is armed (:mod:`unittests.grading.recorder`): every grader's report will be
    signed, the kit's own answers to this notebook are behind tripwires, memory and output capped;
@@ -24,7 +29,8 @@ memory exhaustion, a flood of output, a killed kernel starter (restarted; the no
 are graded again) all end as a status in the gradebook.
 
 Sharding: ``--shard i/n`` grades the learners whose index in sorted order is ``i-1`` modulo
-``n``; ``--merge part1.csv part2.csv ... --out grades.csv`` joins the partial gradebooks.
+``n``, and its ``run.json`` records ``i/n``; ``--merge part1.csv part2.csv ... --out grades.csv``
+joins the partial gradebooks once they are every shard of the run, each finished.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -42,15 +49,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helper_utils.cli import ArgumentParser, one_line
+from helper_utils.cli import EXIT_INTERRUPTED, ArgumentParser, one_line
+from helper_utils.paths import REPO
 from unittests.grading import forkkernel, kernels, sandbox
 from unittests.grading.cells import learner_cells
 from unittests.grading.channel import Reader
-from unittests.grading.gradebook import ExerciseResult, merge, write_csv, write_feedback
-from unittests.grading.points import Exercise, notebook_exercises
-from unittests.grading.submission import Refused, display_name, learners, stage
+from unittests.grading.collect import Collection, handed_in_notebooks, read_roster, resolve, survey
+from unittests.grading.gradebook import (JOURNAL, RECORD, TOTALS, ExerciseResult, Journal, merge, read_csv,
+                                         read_record, write_csv, write_feedback, write_record, write_totals)
+from unittests.grading.points import EXERCISES, Exercise, notebook_exercises
+from unittests.grading.submission import Refused, display_name, stage
 
-__all__ = ["Settings", "grade_class", "grade_submissions", "shard_of", "main"]
+__all__ = ["Settings", "grade_submissions", "default_out", "shard_of", "main"]
 
 NOTE_CHARS = 300  # of a learner's error message in the feedback
 MAX_NOTEBOOK_MB = 50  # a notebook file bigger than this is not read
@@ -82,6 +92,7 @@ class _Run:
     context: object
     hidden: list[Path]
     tokens: dict = field(default_factory=dict)
+    resolved: dict = field(default_factory=dict)  # learner -> collect.Resolved, while the learner is graded
 
     def token(self, learner: str, notebook: str) -> str:
         """A short name for the scratch and socket folders (learner names can be anything)."""
@@ -173,11 +184,22 @@ async def grade_notebook(run: _Run, learner: str, notebook: str) -> list[Exercis
     shown = display_name(learner)
     token = run.token(learner, notebook)
     scratch, runtime = run.workdir / "scratch" / token, run.workdir / "run" / token
+    resolved = run.resolved.get(learner)
     try:
-        path = stage(run.submissions / learner, notebook, scratch, run.settings.disk_mb)
+        if resolved is None:  # no collection: submissions/<learner>/<notebook>.ipynb
+            path = stage(run.submissions / learner, notebook, scratch, run.settings.disk_mb)
+        elif notebook in resolved.paths:
+            found = resolved.paths[notebook]
+            path = stage(found.parent, notebook, scratch, run.settings.disk_mb, found)
+        elif notebook in resolved.refused:
+            return _results(shown, notebook, exercises, "error", resolved.refused[notebook])
+        else:
+            raise FileNotFoundError(notebook)
         cells = learner_cells(_read_notebook(path), notebook, exercises)
     except FileNotFoundError:
-        return _results(shown, notebook, exercises, "missing", f"no {notebook}.ipynb in the submission")
+        nothing = resolved is not None and not resolved.paths and not resolved.refused
+        return _results(shown, notebook, exercises, "missing",
+                        "handed in nothing" if nothing else f"no {notebook}.ipynb in the submission")
     except Refused as e:
         return _results(shown, notebook, exercises, "error", f"refused: {e}")
     except OSError as e:
@@ -346,10 +368,17 @@ def _quiet_about_nbclient(loop, context: dict) -> None:
     loop.default_exception_handler(context)
 
 
-async def grade_class(submissions: Path, notebooks: list[str], names: list[str], settings: Settings,
-                      hidden: list[Path] = (), sandboxed: bool = False) -> list[ExerciseResult]:
+async def _grade_class(submissions: Path, notebooks: list[str], names: list[str], settings: Settings,
+                      hidden: list[Path] = (), sandboxed: bool = False, *, collection: Collection | None = None,
+                      partial: bool = False, on_learner=None, warn=None,
+                      timings: list | None = None) -> list[ExerciseResult]:
     """Grade ``notebooks`` of the learners ``names``, ``settings.jobs`` kernels at a time.
 
+    With a ``collection`` (:func:`unittests.grading.collect.survey`), each learner's files are
+    found as learners hand them in (copies' names, a nested folder, zips); without one, in
+    ``submissions/<learner>/<notebook>.ipynb``. ``on_learner(name, results)`` is called as each
+    learner finishes; ``warn(line)`` gets each line about a file that is not graded; ``timings``
+    gets ``(notebook, seconds, all_ok)`` for each notebook graded (a kernel slot's wall time).
     Every process the grading started is gone when this returns (the gradebook is written after).
     """
     asyncio.get_running_loop().set_exception_handler(_quiet_about_nbclient)
@@ -358,29 +387,61 @@ async def grade_class(submissions: Path, notebooks: list[str], names: list[str],
     before = frozenset(sandbox.descendants(me)) if linux else frozenset()
     if linux:
         sandbox.become_subreaper()  # an orphan of a killed kernel starter or warden comes back here
+    known = list(dict.fromkeys(e.notebook for e in EXERCISES))
     with tempfile.TemporaryDirectory(prefix="fashion-grade-") as tmp:
         workdir = Path(tmp)
         starter = kernels.Starter(workdir, fork=settings.fork and linux)
         context = kernels.zmq_context()
         run = _Run(submissions, workdir, settings, starter, sandboxed, context, list(hidden))
         gate = asyncio.Semaphore(settings.jobs)
+        learner_gate = asyncio.Semaphore(max(2, 2 * settings.jobs))  # learners whose files are out at a time
+
+        async def attempts(learner: str, notebook: str) -> list[ExerciseResult]:
+            for attempt in range(2):
+                generation = starter.generation
+                try:
+                    results = await grade_notebook(run, learner, notebook)
+                except Exception as e:  # a bug of the grader's own must not lose the rest of the class
+                    results = _results(display_name(learner), notebook, notebook_exercises(notebook), "error",
+                                       f"the grader failed: {_error_line(e)}")
+                if starter.alive() or attempt:
+                    return results
+                await asyncio.to_thread(starter.restart, generation)  # it died under this notebook: once more
+            return results
 
         async def one(learner: str, notebook: str) -> list[ExerciseResult]:
             async with gate:
-                for attempt in range(2):
-                    generation = starter.generation
-                    try:
-                        results = await grade_notebook(run, learner, notebook)
-                    except Exception as e:  # a bug of the grader's own must not lose the rest of the class
-                        results = _results(display_name(learner), notebook, notebook_exercises(notebook), "error",
-                                           f"the grader failed: {_error_line(e)}")
-                    if starter.alive() or attempt:
-                        return results
-                    await asyncio.to_thread(starter.restart, generation)  # it died under this notebook: once more
+                began = time.perf_counter()
+                results = await attempts(learner, notebook)
+                ran = not all(r.status == "missing" and not r.cases for r in results)  # no notebook: no kernel
+                if timings is not None and ran:
+                    timings.append((notebook, time.perf_counter() - began, all(r.status == "ok" for r in results)))
+                return results
+
+        async def learner_task(learner: str) -> list[ExerciseResult]:
+            async with learner_gate:
+                unzip = workdir / "unzip" / run.token(learner, "")
+                try:
+                    if collection is not None:
+                        resolved = await asyncio.to_thread(resolve, collection.handins[learner], notebooks, known,
+                                                           unzip, settings.disk_mb, submissions)
+                        run.resolved[learner] = resolved
+                        for line in resolved.warnings:
+                            if warn is not None:
+                                warn(line)
+                    graded = await asyncio.gather(*[one(learner, notebook) for notebook in notebooks])
+                finally:
+                    run.resolved.pop(learner, None)
+                    _remove(unzip)
+                results = [r for part in graded for r in part]
+                for r in results:
+                    r.partial = partial
+                if on_learner is not None:
+                    on_learner(learner, results)
                 return results
 
         try:
-            graded = await asyncio.gather(*[one(learner, notebook) for learner in names for notebook in notebooks])
+            graded = await asyncio.gather(*[learner_task(learner) for learner in names])
         finally:
             starter.close()
             context.destroy(linger=0)
@@ -390,25 +451,214 @@ async def grade_class(submissions: Path, notebooks: list[str], names: list[str],
     return [r for results in graded for r in results]
 
 
-def grade_submissions(submissions: Path, out: Path, notebooks: list[str] | None = None,
-                      shard: tuple[int, int] = (1, 1), settings: Settings = Settings()) -> list[ExerciseResult]:
-    """Grade a class and write ``out`` (CSV) and ``feedback/<learner>.md`` beside it; prints the isolation it had."""
-    from unittests.grading.points import EXERCISES
+def default_out(submissions: Path) -> Path:
+    """``grading-output/grades.csv`` beside the submissions folder: outside the kit, or git-ignored in it."""
+    return submissions.resolve().parent / "grading-output" / "grades.csv"
 
-    if not submissions.is_dir():
-        raise ValueError(f"SUBMISSIONS {submissions} is not a folder (expected one folder per learner)")
+
+def _kit_version() -> dict:
+    """The kit's version, and its git commit when it is a checkout (``None`` in an image built from an archive)."""
+    import importlib.metadata
+
+    try:
+        version = importlib.metadata.version("fashion-visual-search-kit")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    commit = dirty = None
+    try:
+        done = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        if done.returncode == 0:
+            commit = done.stdout.strip()
+            status = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, timeout=10)
+            dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"version": version, "commit": commit, "modified": dirty}
+
+
+def _notebook_seconds(timings: list) -> dict:
+    """Per notebook: how many were graded, and a kernel slot's wall seconds (mean, max; for all-ok ones and the rest)."""
+    table = {}
+    for notebook in sorted({t[0] for t in timings}):
+        mine = [(s, ok) for n, s, ok in timings if n == notebook]
+        ok = [s for s, good in mine if good]
+        rest = [s for s, good in mine if not good]
+        table[notebook] = {"graded": len(mine), "mean_s": round(sum(s for s, _ in mine) / len(mine), 2),
+                           "max_s": round(max(s for s, _ in mine), 2),
+                           "ok": len(ok), "ok_mean_s": round(sum(ok) / len(ok), 2) if ok else None,
+                           "not_ok_mean_s": round(sum(rest) / len(rest), 2) if rest else None}
+    return table
+
+
+def _now() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _stderr_line(line: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(f"warning: {line}", file=sys.stderr)
+
+
+def grade_submissions(submissions: Path, out: Path | None = None, notebooks: list[str] | None = None,
+                      shard: tuple[int, int] = (1, 1), settings: Settings = Settings(), *,
+                      roster: Path | None = None, partial: bool = False, resume: bool = False,
+                      learner: str | None = None, progress: bool = False,
+                      command: list[str] | None = None) -> list[ExerciseResult]:
+    """Grade a class into the gradebook ``out`` (CSV; default :func:`default_out`) and the files beside it.
+
+    Writes, as each learner finishes: ``grades.csv``, ``totals.csv``, ``feedback/<learner>.md`` and
+    ``journal/``; and ``run.json``, the run's record. Prints the isolation it had, and a warning
+    line for every file it does not grade. Returns the results of the learners graded by this call.
+
+    Args:
+        roster: a CSV with a ``learner`` column: everyone on it gets rows (``missing`` when they
+            handed in nothing).
+        partial: points in proportion to the cases passed.
+        resume: go on with the run recorded beside ``out``: finished learners are kept.
+        learner: regrade this learner only, into the existing gradebook ``out``.
+        progress: a progress bar on stderr.
+    """
+    from tqdm import tqdm
+
     known = list(dict.fromkeys(e.notebook for e in EXERCISES))
-    notebooks = notebooks or known
-    unknown = [n for n in notebooks if n not in known]
+    if not submissions.is_dir():
+        raise ValueError(f"SUBMISSIONS {submissions} is not a folder (expected one folder or .zip per learner)")
+    unknown = [n for n in notebooks or [] if n not in known]
     if unknown:
         raise ValueError(f"notebooks {unknown} are not graded; choose from {known}")
-    names = shard_of(learners(submissions), shard)
+    if learner is not None and shard != (1, 1):
+        raise ValueError("--learner regrades one learner into a gradebook: give it without --shard")
+    out = out or default_out(submissions)
+    folder = out.parent
+    record = read_record(folder) if (resume or learner is not None) else None
+    if learner is not None and not out.exists():
+        raise ValueError(f"--learner: there is no gradebook at {out} to regrade into (grade the class first, "
+                         "or give its --out)")
+    if resume and record is not None:
+        if record.get("kind") != "grade" or record.get("shard") != f"{shard[0]}/{shard[1]}":
+            raise ValueError(f"--resume: {folder / RECORD} is a run of shard {record.get('shard')}, "
+                             f"not {shard[0]}/{shard[1]}")
+        if notebooks and notebooks != record.get("notebooks"):
+            raise ValueError(f"--resume: the run graded {record.get('notebooks')}, not {notebooks}")
+    if record is not None:
+        notebooks = notebooks or record.get("notebooks")
+        partial = bool(record.get("partial", partial))
+    roster_names = read_roster(roster) if roster is not None else None
+    if roster_names is None and record is not None and record.get("roster"):
+        roster_names = read_roster(Path(record["roster"]))
+    collection = survey(submissions, known, roster_names)
+    handed: dict[str, int] = {}
+    for handin in collection.handins.values():
+        for notebook in handed_in_notebooks(handin, known):
+            handed[notebook] = handed.get(notebook, 0) + 1
+    if not notebooks:
+        notebooks = [n for n in known if n in handed]
+        if not notebooks:
+            raise ValueError(f"no learner in {submissions} handed in a graded notebook (names such as "
+                             f"{known[0]}.ipynb); give --notebooks to grade anyway")
+    warnings = list(collection.warnings)
+    others = {n: c for n, c in handed.items() if n not in notebooks}
+    if others:
+        warnings.append("not graded (not in --notebooks): " + ", ".join(
+            f"{n} ({c} learner{'s' if c > 1 else ''})" for n, c in sorted(others.items())))
+    for line in warnings:
+        _stderr_line(line)
+
+    everyone = collection.names
+    if learner is not None:
+        matches = [n for n in everyone if n == learner or display_name(n) == learner]
+        if not matches:
+            raise ValueError(f"--learner {learner!r}: no such learner in {submissions}"
+                             + (" or the roster" if roster_names is not None else ""))
+        mine = matches[:1]
+    else:
+        mine = shard_of(everyone, shard)
+
+    journal = Journal(folder / JOURNAL)
+    if learner is not None:
+        rows_by_learner: dict[str, list[dict]] = {}
+        for row in read_csv(out):
+            rows_by_learner.setdefault(row["learner"], []).append(row)
+        rows_by_learner.pop(display_name(mine[0]), None)
+    elif resume:
+        rows_by_learner = {k: v for k, v in journal.rows().items() if k in {display_name(n) for n in mine}}
+    else:
+        journal.clear()
+        rows_by_learner = {}
+    todo = [n for n in mine if display_name(n) not in rows_by_learner]
+
     sandboxed, line = kernels.isolation(settings.sandbox, settings.fork)
     print(line, flush=True)
-    hidden = [submissions.resolve(), out.resolve().parent]
-    results = asyncio.run(grade_class(submissions, notebooks, names, settings, hidden, sandboxed))
-    write_csv([r.row() for r in results], out)
-    write_feedback(results, out.parent / "feedback")
+    started = _now()
+    if learner is not None and record is not None:
+        record = {**record, "regraded": [*record.get("regraded", []), {"learner": display_name(mine[0]),
+                                                                          "started": started}]}
+    else:
+        record = {"kind": "grade", "kit": _kit_version(), "command": command, "submissions": str(submissions.resolve()),
+                  "roster": str(roster.resolve()) if roster is not None else (record or {}).get("roster"),
+                  "notebooks": notebooks, "shard": f"{shard[0]}/{shard[1]}", "partial": partial,
+                  "settings": dataclasses.asdict(settings), "isolation": line, "learners": len(mine),
+                  "started": (record or {}).get("started", started) if resume else started, "ended": None,
+                  "complete": False, "warnings": warnings}
+        if resume:
+            record["resumed"] = [*(record.get("resumed") or []), started]
+    record["graded"] = len(rows_by_learner)
+
+    def save() -> None:
+        rows = [row for rows in rows_by_learner.values() for row in rows]
+        write_csv(rows, out)
+        write_totals(rows, folder / TOTALS)
+        record["graded"] = len(rows_by_learner)
+        write_record(folder, record)
+
+    save()
+    interactive = sys.stderr.isatty()
+    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="learner", desc="graded", file=sys.stderr,
+               disable=not progress, mininterval=0.5 if interactive else 30, dynamic_ncols=True)
+
+    def on_learner(name: str, results: list[ExerciseResult]) -> None:
+        shown = display_name(name)
+        rows = [r.row() for r in results]
+        if learner is None or journal.folder.is_dir():
+            journal.add(shown, rows)
+        write_feedback(results, folder / "feedback")
+        rows_by_learner[shown] = rows
+        save()
+        bar.update(1)
+
+    hidden = [submissions.resolve(), folder.resolve()]
+    timings: list = []
+    began = time.perf_counter()
+
+    def timed() -> None:
+        record["seconds"] = round(time.perf_counter() - began, 1)
+        record["notebook_seconds"] = _notebook_seconds(timings)
+
+    try:
+        results = asyncio.run(_grade_class(submissions, notebooks, todo, settings, hidden, sandboxed,
+                                          collection=collection, partial=partial, on_learner=on_learner,
+                                          warn=_stderr_line, timings=timings))
+    except KeyboardInterrupt:
+        bar.close()
+        timed()
+        record.update(ended=_now(), stopped="interrupted")
+        save()
+        print(f"stopped: {len(rows_by_learner)} of {len(mine)} learners graded, kept in {folder}; "
+              "go on with --resume", file=sys.stderr)
+        raise
+    bar.close()
+    if learner is not None:
+        record["regraded"][-1]["ended"] = _now()
+    else:
+        timed()
+        record.update(ended=_now(), complete=True)
+        record.pop("stopped", None)
+    save()
     return results
 
 
@@ -421,33 +671,51 @@ def _shard(text: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m unittests.grade", description=__doc__.split("\n\n")[0])
-    parser.add_argument("submissions", nargs="?", type=Path, help="one folder per learner")
-    parser.add_argument("--out", type=Path, default=Path("grades.csv"), help="the gradebook (default grades.csv)")
-    parser.add_argument("--notebooks", nargs="+", help="notebook names to grade (default: every graded notebook)")
+    parser.add_argument("submissions", nargs="?", type=Path,
+                        help="one folder (or .zip) per learner; copies' names, one nested folder and zips are read")
+    parser.add_argument("--out", type=Path, help="the gradebook; totals.csv, run.json and feedback/ go beside it "
+                        "(default: grading-output/grades.csv beside SUBMISSIONS)")
+    parser.add_argument("--notebooks", nargs="+", help="notebook names to grade (default: those any learner handed in)")
+    parser.add_argument("--roster", type=Path, help="a CSV with a 'learner' column: everyone on it gets rows")
+    parser.add_argument("--partial", action="store_true", help="points in proportion to the checks passed")
+    parser.add_argument("--resume", action="store_true", help="go on with a stopped run: finished learners are kept")
+    parser.add_argument("--learner", help="regrade this learner only, into the existing gradebook --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.add_argument("--shard", type=_shard, default=(1, 1), help="i/n: grade the i-th of n shards of learners")
-    parser.add_argument("--merge", nargs="+", type=Path, metavar="PART_CSV", help="merge partial gradebooks")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="PART_CSV",
+                        help="merge the gradebooks of every shard of a run (refused when one is missing)")
     parser.add_argument("--jobs", type=int, default=Settings.jobs, help="kernels at a time (default 2)")
     parser.add_argument("--timeout", type=float, default=Settings.notebook_timeout_s, help="seconds per notebook")
     parser.add_argument("--cell-timeout", type=float, default=Settings.cell_timeout_s, help="seconds per cell")
     parser.add_argument("--memory-mb", type=int, default=Settings.memory_mb,
                         help="memory a kernel may add, and its child processes together (default 2048)")
     parser.add_argument("--disk-mb", type=int, default=Settings.disk_mb,
-                        help="size of a submission folder, and what a kernel may write (default 512)")
+                        help="size of a submission folder or zip, and what a kernel may write (default 512)")
     parser.add_argument("--no-fork", action="store_true", help="start every kernel from scratch (slower)")
     parser.add_argument("--no-sandbox", action="store_true", help="no Linux namespaces (the run says what that means)")
     args = parser.parse_args(argv)
     try:
         if args.merge:
+            if args.out is None:
+                parser.error("--merge needs --out, the merged gradebook")
             rows = merge(args.merge, args.out)
-            print(f"merged {len(args.merge)} gradebooks: {len(rows)} rows -> {args.out}")
+            print(f"merged {len(args.merge)} gradebooks: {len(rows)} rows -> {args.out} "
+                  f"(and {TOTALS}, {RECORD}, feedback/ beside it)")
             return 0
         if args.submissions is None:
             parser.error("give SUBMISSIONS, or --merge PART_CSV...")
+        if args.resume and args.learner:
+            parser.error("--resume and --learner: give one of them")
         settings = Settings(notebook_timeout_s=args.timeout, cell_timeout_s=args.cell_timeout,
                             memory_mb=args.memory_mb, disk_mb=args.disk_mb, jobs=args.jobs, fork=not args.no_fork,
                             sandbox=not args.no_sandbox)
         start = time.perf_counter()
-        results = grade_submissions(args.submissions, args.out, args.notebooks, args.shard, settings)
+        out = args.out or default_out(args.submissions)
+        results = grade_submissions(args.submissions, out, args.notebooks, args.shard, settings, roster=args.roster,
+                                    partial=args.partial, resume=args.resume, learner=args.learner,
+                                    progress=not args.no_progress, command=sys.argv if argv is None else argv)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
     except (ValueError, OSError) as e:  # bad input: one line, exit code 1, as every kit command
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
@@ -455,8 +723,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
     n_learners = len({r.learner for r in results})
-    print(f"graded {n_learners} learners in {time.perf_counter() - start:.0f} s -> {args.out} "
-          f"and {args.out.parent / 'feedback'}/; statuses: {dict(sorted(counts.items()))}")
+    print(f"graded {n_learners} learners in {time.perf_counter() - start:.0f} s -> {out} "
+          f"({TOTALS}, {RECORD} and feedback/ beside it); statuses: {dict(sorted(counts.items()))}")
     return 0
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from helper_utils.paths import DATA_ENV, REPO, data_root
 from unittests.grading import forkkernel
 
-__all__ = ["KIT", "Starter", "kernel_env", "job_for", "kernel_manager", "zmq_context", "isolation"]
+__all__ = ["Starter", "kernel_env", "job_for", "kernel_manager", "zmq_context", "isolation"]
 
-KIT = REPO  # the kit's root: its helper_utils/ and unittests/ are what every kernel imports
+_KIT = REPO  # the kit's root: its helper_utils/ and unittests/ are what every kernel imports
 MAX_MESSAGE_BYTES = 4 * 2**20  # a bigger message from a kernel is dropped (and its connection reset)
 MAX_QUEUED_MESSAGES = 256  # per socket
 _PASSED_ON = ("LANG", "LC_ALL", "LC_CTYPE", "TZ",  # harmless settings passed on; Windows needs the rest
@@ -30,7 +30,7 @@ _PASSED_ON = ("LANG", "LC_ALL", "LC_CTYPE", "TZ",  # harmless settings passed on
 def _minimal_env(home: Path) -> dict:
     env = {k: os.environ[k] for k in _PASSED_ON if k in os.environ}
     env.update({"PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
-                "HOME": str(home), "PYTHONPATH": str(KIT), "MPLBACKEND": "agg", "OMP_NUM_THREADS": "1",
+                "HOME": str(home), "PYTHONPATH": str(_KIT), "MPLBACKEND": "agg", "OMP_NUM_THREADS": "1",
                 "PYTHONDONTWRITEBYTECODE": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1"})
     if os.environ.get(DATA_ENV):
         env[DATA_ENV] = os.environ[DATA_ENV]
@@ -49,7 +49,7 @@ def kernel_env(scratch: Path, sandboxed: bool) -> dict:
 def job_for(starter: "Starter", scratch: Path, runtime: Path, settings, sandboxed: bool, hidden: list[Path]) -> dict:
     """What the launcher and the warden need to know about one kernel (``FASHION_GRADE_JOB``)."""
     data = data_root()
-    return {"zygote": starter.socket, "kit": str(KIT), "scratch": str(scratch), "runtime": str(runtime),
+    return {"zygote": starter.socket, "kit": str(_KIT), "scratch": str(scratch), "runtime": str(runtime),
             "newroot": str(runtime / "root"), "memory_mb": settings.memory_mb, "disk_mb": settings.disk_mb,
             "sandbox": sandboxed, "data": str(data) if data.is_dir() else None, "hidden": [str(p) for p in hidden]}
 
@@ -85,7 +85,7 @@ class Starter:
         home = self.workdir / "zygote-home"
         home.mkdir(exist_ok=True)
         self.process = subprocess.Popen([sys.executable, "-m", "unittests.grading.forkkernel", "serve", self.socket],
-                                        cwd=KIT, env=_minimal_env(home), stdout=subprocess.PIPE,
+                                        cwd=_KIT, env=_minimal_env(home), stdout=subprocess.PIPE,
                                         stdin=subprocess.PIPE, text=True)  # it ends when this pipe closes
         line = self.process.stdout.readline().strip()
         if line != "ready":
@@ -158,7 +158,7 @@ def isolation(sandbox: bool, fork: bool) -> tuple[bool, str]:
     if not sandbox:
         return False, ("isolation: off (--no-sandbox): learner code runs as you and can read your files and use "
                        "the network; its processes still end with its notebook")
-    result = subprocess.run([sys.executable, "-m", "unittests.grading.sandbox"], cwd=KIT, capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "unittests.grading.sandbox"], cwd=_KIT, capture_output=True,
                             text=True, env=_minimal_env(Path.home()))
     if result.returncode == 0:
         return True, ("isolation: each kernel in its own user, PID, mount and network namespaces: no network, "

@@ -1,7 +1,7 @@
 """The gradebook's points table: which grader checks which exercise, and what the exercise is worth.
 
 ``python -m unittests.grade`` awards an exercise's points when every case of its grader passes
-(no partial credit). To change a weight, edit ``points`` here; to add an exercise, add a row
+(with ``--partial``, in proportion to the cases passed). To change a weight, edit ``points`` here; to add an exercise, add a row
 with the grader's name (``unittests.test_*``) and the names its exercise cell defines (the
 grader tells a missing or renamed exercise by them).
 """

@@ -28,9 +28,9 @@ import io
 import sys
 from typing import Any, Callable
 
-__all__ = ["install", "arm", "finish", "RECORD", "ARM", "FINISH", "TRIPWIRE"]
+__all__ = ["install", "arm", "finish", "RECORD", "FINISH"]
 
-RECORD, ARM, FINISH, TRIPWIRE = "fashion.grade.record", "fashion.grade.arm", "fashion.grade.finish", \
+RECORD, _ARM, FINISH, _TRIPWIRE = "fashion.grade.record", "fashion.grade.arm", "fashion.grade.finish", \
     "fashion.grade.tripwire"
 _TEXT_LIMIT = 300  # characters kept of each expected/got/hint value and of each note
 _WATCHED_MODULES = ("unittests", "helper_utils", "torch", "numpy", "builtins", "json", "functools", "math")
@@ -98,11 +98,11 @@ def _make_hook(secret: list, fd: int, trusted: tuple[str, ...]) -> Callable:
     _modules = sys.modules
     _signals = tuple(s for s in signal.Signals if s not in (signal.SIGKILL, signal.SIGSTOP))
     _escapes = {i: f"\\u{i:04x}" for i in range(32)} | {34: '\\"', 92: "\\\\", 127: "\\u007f"}
-    _record, _arm, _finish, _tripwire = RECORD, ARM, FINISH, TRIPWIRE
+    _record, _arm, _finish, _tripwire = RECORD, _ARM, FINISH, _TRIPWIRE
     _key_events, _watched_modules, _kit_prefixes = dict(_KEY_EVENTS), _WATCHED_MODULES, ("unittests", "helper_utils")
     _snapshot_modules = frozenset(_SNAPSHOT_MODULES)
     _kit_classes = (("torch", "Tensor"), ("torch.nn", "Module"), ("torch.nn", "Parameter"))
-    _watched = frozenset({RECORD, ARM, FINISH, TRIPWIRE, "sys.settrace", "sys.setprofile", "open",
+    _watched = frozenset({RECORD, _ARM, FINISH, _TRIPWIRE, "sys.settrace", "sys.setprofile", "open",
                           "object.__setattr__", "object.__delattr__", "compile", "code.__new__", *_KEY_EVENTS})
     _trusted = (*trusted, "<frozen ")
     _volatile = frozenset({"_", "input", "raw_input"})  # builtins IPython rebinds for every cell
@@ -404,7 +404,7 @@ class _Tripwire:
     def _use(self, depth: int = 2) -> Any:
         name, answer, kit = (object.__getattribute__(self, a) for a in ("_name", "_answer", "_kit"))
         if not sys._getframe(depth).f_code.co_filename.startswith(kit):
-            sys.audit(TRIPWIRE, name)
+            sys.audit(_TRIPWIRE, name)
         return answer
 
     def __call__(self, *args, **kwargs):
@@ -510,7 +510,7 @@ def arm(notebook: str, memory_mb: int | None = None, output_chars: int | None = 
 
     time_limit = framework._time_limit.__wrapped__.__code__
     tracers = {time_limit} | {c for c in time_limit.co_consts if hasattr(c, "co_filename")}
-    sys.audit(ARM, {
+    sys.audit(_ARM, {
         "graders": dict(graders),
         "wrapper_code": next(iter(wrappers.values())).__code__,
         "finish_code": finish.__code__,

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["View", "probe", "enter_user_namespace", "enter_pid_namespace", "enter_view", "drop_privileges", "harden",
-           "undumpable", "become_subreaper", "children", "descendants", "private_mb", "kill_descendants", "tree_disk_mb"]
+           "undumpable", "become_subreaper", "descendants", "private_mb", "kill_descendants", "tree_disk_mb"]
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
@@ -52,7 +52,7 @@ SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
           "/etc/group", "/etc/nsswitch.conf", "/etc/fonts")  # what Python, torch and matplotlib read
 
 
-class SandboxError(OSError):
+class _SandboxError(OSError):
     """A step of the sandbox failed (the message names it)."""
 
 
@@ -88,7 +88,7 @@ def _libc():
 def _check(result: int, what: str) -> None:
     if result != 0:
         errno = ctypes.get_errno()
-        raise SandboxError(errno, f"{what}: {os.strerror(errno)}")
+        raise _SandboxError(errno, f"{what}: {os.strerror(errno)}")
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
@@ -100,7 +100,7 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
 def _syscall(name: str, *args) -> None:
     numbers = SYSCALLS.get(platform.machine())
     if numbers is None:
-        raise SandboxError(0, f"no {name} system call number for a {platform.machine()} machine")
+        raise _SandboxError(0, f"no {name} system call number for a {platform.machine()} machine")
     _check(_libc().syscall(numbers[name], *args), name)
 
 
@@ -311,7 +311,7 @@ def probe() -> str:
 # Process trees
 # ---------------------------------------------------------------------------------------
 
-def children(pid: int) -> list[int]:
+def _children(pid: int) -> list[int]:
     """The child processes of ``pid`` (of every thread of it); empty when it is gone."""
     found: list[int] = []
     try:
@@ -329,11 +329,11 @@ def children(pid: int) -> list[int]:
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid``, children first."""
     out: list[int] = []
-    todo = children(pid)
+    todo = _children(pid)
     while todo:
         child = todo.pop()
         out.append(child)
-        todo += children(child)
+        todo += _children(child)
     return out
 
 

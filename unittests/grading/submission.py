@@ -51,8 +51,11 @@ def _size_and_entries(folder: Path) -> tuple[int, int]:
     return total, entries
 
 
-def stage(folder: Path, notebook: str, target: Path, max_mb: int) -> Path:
+def stage(folder: Path, notebook: str, target: Path, max_mb: int, path: Path | None = None) -> Path:
     """Copy the learner's folder to ``target`` (plain files and folders only); returns the notebook's copy.
+
+    ``path`` is the notebook handed in (default ``folder/<notebook>.ipynb``; a copy's name, such as
+    ``Copy of <notebook>.ipynb``, is found by :mod:`unittests.grading.collect`); its folder is copied.
 
     Raises:
         Refused: the folder or the notebook is a symbolic link, the notebook is not a regular
@@ -61,7 +64,7 @@ def stage(folder: Path, notebook: str, target: Path, max_mb: int) -> Path:
     """
     if folder.is_symlink():
         raise Refused("the learner's folder is a symbolic link: hand in a plain folder")
-    path = folder / f"{notebook}.ipynb"
+    path = path if path is not None else folder / f"{notebook}.ipynb"
     if path.is_symlink():
         raise Refused(f"{path.name} is a symbolic link: hand in the notebook itself")
     if not path.exists():

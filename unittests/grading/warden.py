@@ -32,9 +32,9 @@ from typing import NoReturn
 
 from unittests.grading import channel, sandbox
 
-__all__ = ["PRELOAD", "preload", "trusted_folders", "view_for", "run", "run_direct"]
+__all__ = ["preload", "trusted_folders", "run_kernel", "run_kernel_direct"]
 
-PRELOAD = (  # what the notebooks' set-up cells import, imported once before any kernel forks
+_PRELOAD = (  # what the notebooks' set-up cells import, imported once before any kernel forks
     "numpy", "torch", "torchvision", "PIL.Image", "sklearn.metrics", "sklearn.decomposition", "sklearn.manifold",
     "torchinfo", "matplotlib.pyplot", "helper_utils", "helper_utils.plotting", "helper_utils.recipes",
     "helper_utils.widgets", "helper_utils.loaders", "helper_utils.augment", "helper_utils.retrieval",
@@ -54,7 +54,7 @@ def preload() -> None:
     import importlib
 
     os.environ.setdefault("MPLBACKEND", "agg")  # no display in a grading kernel
-    for name in PRELOAD:
+    for name in _PRELOAD:
         importlib.import_module(name)
     import unittests
 
@@ -68,7 +68,7 @@ def trusted_folders(kit: str) -> tuple[str, ...]:
     return tuple(sorted(f.rstrip("/") + "/" for f in folders))
 
 
-def view_for(job: dict) -> sandbox.View:
+def _view_for(job: dict) -> sandbox.View:
     """What the kernel of ``job`` sees: Python and what it loaded, the kit's two packages, the data, its scratch."""
     kit = Path(job["kit"])
     readonly = [kit / "helper_utils", kit / "unittests", Path(sys.executable).parent,
@@ -104,7 +104,7 @@ def _loaded_library_folders() -> list[Path]:
 # The warden
 # ---------------------------------------------------------------------------------------
 
-def run(job: dict, kernel_args: list[str], env: dict, fd: int, launcher: socket.socket) -> NoReturn:
+def run_kernel(job: dict, kernel_args: list[str], env: dict, fd: int, launcher: socket.socket) -> NoReturn:
     """Be the warden of one kernel (in a freshly forked process); exits when it is over, never returns.
 
     Args:
@@ -212,7 +212,7 @@ def _kernel(job: dict, kernel_args: list[str], env: dict, fd: int, secret: list,
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         if job["sandbox"]:
-            sandbox.enter_view(view_for(job))
+            sandbox.enter_view(_view_for(job))
         sandbox.harden(job["disk_mb"])
         if not job["sandbox"] and os.getppid() != warden:  # the warden died before harden() could tie us to it
             os._exit(1)
@@ -259,7 +259,7 @@ def _max_fd() -> int:
         return 1024
 
 
-def run_direct(job: dict, kernel_args: list[str], env: dict, fd: int) -> NoReturn:
+def run_kernel_direct(job: dict, kernel_args: list[str], env: dict, fd: int) -> NoReturn:
     """Without fork (Windows) or Linux's tools (macOS): this process itself becomes the kernel.
 
     The channel, the key and the recorder's hook are the same; there is no warden, no sandbox
