@@ -16,7 +16,7 @@ from torch import nn
 from helper_utils.reference import SiameseEncoder
 from helper_utils.retrieval import l2_normalize
 
-__all__ = ["ProjectedEncoder", "embedding_dim", "encoder_for"]
+__all__ = ["ProjectedEncoder", "HeadedEncoder", "embedding_dim", "encoder_for"]
 
 
 class ProjectedEncoder(nn.Module):
@@ -36,6 +36,47 @@ class ProjectedEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.encoder(x)  # (B, dim), non-negative
         return l2_normalize(self.projection(features))  # (B, dim), on the whole unit sphere
+
+
+class HeadedEncoder(nn.Module):
+    """An encoder, then a head module of its own, such as notebook 05's ``ProjectionHead``: ``(B, 3, 64, 64) -> (B, dim)``.
+
+    The head is the learner's: it has a ``linear`` attribute (an ``nn.Linear(dim, dim)``) and
+    computes ``linear(x)`` with each row L2-normalised. :meth:`to_projected` turns the pair into
+    the :class:`ProjectedEncoder` that checkpoint files hold, so later notebooks can load it
+    without the learner's class.
+    """
+
+    def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))  # (B, dim)
+
+    @property
+    def projection(self) -> nn.Linear:
+        """The head's linear map: what learns at the head's learning rate."""
+        return self.head.linear
+
+    @torch.no_grad()
+    def head_is_linear_then_normalize(self) -> bool:
+        """Whether the head computes ``l2_normalize(head.linear(x))`` (checked on random rows), as a file can store it."""
+        linear = getattr(self.head, "linear", None)
+        if not isinstance(linear, nn.Linear) or linear.in_features != linear.out_features:
+            return False
+        x = torch.randn(8, linear.in_features, generator=torch.Generator().manual_seed(0))
+        x = x.to(linear.weight.device, linear.weight.dtype)
+        got = self.head(x.clone())
+        return got.shape == x.shape and torch.allclose(got, l2_normalize(linear(x)), atol=1e-5)
+
+    def to_projected(self) -> ProjectedEncoder:
+        """The same encoder as a :class:`ProjectedEncoder` (shares the encoder; copies the head's weights)."""
+        linear = self.head.linear
+        projected = ProjectedEncoder(self.encoder, dim=linear.in_features).to(linear.weight.device)
+        projected.projection.load_state_dict(linear.state_dict())
+        return projected
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
 """Figures for the notebooks: sample grids, class balance, training curves, confusion matrices, search results,
-Grad-CAM heatmaps and 2-D embedding maps."""
+Grad-CAM heatmaps, 2-D embedding maps, distance histograms and bootstrap intervals."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ __all__ = [
     "overlay_cam",
     "show_cams",
     "plot_embedding_map",
+    "plot_distance_histograms",
+    "plot_intervals",
 ]
 
 
@@ -199,5 +201,51 @@ def plot_embedding_map(maps: dict, labels: Sequence[int], class_names: Sequence[
         ax.set_title(name)
         ax.set_xticks([]), ax.set_yticks([])
     axes[0, -1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=1.5)
+    fig.tight_layout()
+    return fig
+
+
+def plot_distance_histograms(distances: dict, labels: Sequence[int], bins: int = 40, size: float = 4.0):
+    """Histograms of same-class against other-class distances, one panel per set of distances.
+
+    Args:
+        distances: ``{"before the head": (N, N) array, ...}``: every pairwise distance of one catalog.
+        labels: class index of each of the ``N`` items.
+    """
+    labels = np.asarray(labels)
+    same = labels[:, None] == labels[None, :]  # (N, N)
+    upper = np.triu(np.ones_like(same, dtype=bool), k=1)  # each pair once, never an item with itself
+    fig, axes = plt.subplots(1, len(distances), figsize=(size * len(distances), size * 0.75), squeeze=False)
+    for ax, (name, values) in zip(axes[0], distances.items()):
+        values = np.asarray(values)
+        edges = np.linspace(0.0, values[upper].max(), bins + 1)
+        ax.hist(values[upper & same], bins=edges, density=True, alpha=0.6, label="same class")
+        ax.hist(values[upper & ~same], bins=edges, density=True, alpha=0.6, label="other class")
+        ax.set_title(name), ax.set_xlabel("distance")
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_intervals(panels: dict, size: float = 4.0):
+    """Estimates with their intervals as horizontal bars, one panel per metric, with a line at 0.
+
+    Args:
+        panels: ``{"P@1": {"mined vs before": (estimate, low, high), ...}, ...}``. A bar that does not
+            cross 0 is drawn solid, one that does is drawn grey.
+    """
+    rows = list(next(iter(panels.values())))
+    fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels), 0.45 * len(rows) + 1.2), sharey=True,
+                             squeeze=False)
+    for ax, (metric, intervals) in zip(axes[0], panels.items()):
+        for y, name in enumerate(rows):
+            estimate, low, high = intervals[name]
+            colour = "tab:blue" if low > 0 or high < 0 else "tab:gray"
+            ax.errorbar(estimate, y, xerr=[[estimate - low], [high - estimate]], fmt="o", color=colour, capsize=4)
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.locator_params(axis="x", nbins=5)  # few ticks: the labels of a narrow panel do not overlap
+        ax.set_title(metric), ax.set_xlabel("difference")
+    axes[0, 0].set_yticks(range(len(rows)), rows)
+    axes[0, 0].invert_yaxis()
     fig.tight_layout()
     return fig

@@ -22,11 +22,11 @@ from helper_utils.checkpoints import (BACKBONE_FILE, CLASSIFIER_FILE, ENCODER_FI
                                       load_classifier, load_encoder, save_model)
 from helper_utils.data import ClothingDataset
 from helper_utils.device import get_device, seed_everything
-from helper_utils.embedding import ProjectedEncoder, embedding_dim
+from helper_utils.embedding import HeadedEncoder, ProjectedEncoder, embedding_dim
 from helper_utils.loaders import ClassBalancedLoader, TensorLoader
 from helper_utils.losses import MinedTripletLoss
 from helper_utils.reference import MobileNetLikeClassifier, SiameseEncoder, compute_class_weights, get_embeddings
-from helper_utils.retrieval import retrieval_metrics
+from helper_utils.retrieval import l2_normalize, retrieval_metrics
 from helper_utils.training import checkpoint_dir, train_classifier, train_siamese
 
 # What the learner reads before a fallback training starts: the rough times of notebooks 03 and 05 on a
@@ -127,11 +127,12 @@ class SiameseRecipe:
         return ProjectedEncoder(encoder, embedding_dim(encoder)) if self.head == "linear" else encoder
 
     def make_optimizer(self, model: nn.Module) -> torch.optim.Adam:
-        """Adam at ``lr`` for the encoder, ``lr * head_lr_factor`` for a projection head."""
-        if not isinstance(model, ProjectedEncoder):
+        """Adam at ``lr`` for the encoder, ``lr * head_lr_factor`` for a projection head (the kit's or a learner's)."""
+        if not isinstance(model, (ProjectedEncoder, HeadedEncoder)):
             return torch.optim.Adam(model.parameters(), lr=self.lr)
+        head = model.head if isinstance(model, HeadedEncoder) else model.projection
         return torch.optim.Adam([{"params": model.encoder.parameters(), "lr": self.lr},
-                                 {"params": model.projection.parameters(), "lr": self.lr * self.head_lr_factor}])
+                                 {"params": head.parameters(), "lr": self.lr * self.head_lr_factor}])
 
     def make_scheduler(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
         """One cycle: a tenth of the steps warm up to each group's learning rate, the rest anneal."""
@@ -239,33 +240,79 @@ def embedding_metrics(encoder: nn.Module, dataset, device, ks=(1, 5)) -> dict[st
 
 
 def fit_siamese(backbone: nn.Module, recipe: SiameseRecipe | None = None, device=None, progress: bool = True,
-                eval_dataset=None, save_dir: Path | None = None):
-    """Fine-tune ``SiameseEncoder(backbone)`` (plus the recipe's projection head) with mined triplets.
+                eval_dataset=None, save_dir: Path | None = None, *, loss_fn=None, head: nn.Module | None = None,
+                save_as: str | None = ENCODER_FILE):
+    """Fine-tune ``SiameseEncoder(backbone)`` (plus a projection head) with triplets mined in each batch.
 
     Batches are class-balanced (P classes x K photos); the loss mines its triplets inside each.
+    Called with the recipe alone, it trains the kit's way: ``MinedTripletLoss(recipe.margin,
+    recipe.mining)`` and the recipe's ``head``, saved to ``encoder_best.pt``, the file notebooks
+    06-10 load.
+
+    Args:
+        backbone: the trained backbone; it is trained in place (pass a copy to keep it).
+        recipe: epochs, batches, learning rates, margin, mining and head; ``SiameseRecipe()`` by default.
+        eval_dataset: a catalog measured after every epoch (its metrics go into the history).
+        save_dir: the checkpoint folder; ``None`` means the kit's (``helper_utils.paths``).
+        loss_fn: your own loss instead of the recipe's mining, called as
+            ``loss_fn(embeddings, labels, recipe.margin)`` on L2-normalised embeddings, like notebook 05's
+            ``batch_hard_triplet_loss``.
+        head: your own head module instead of the recipe's ``head``, e.g. notebook 05's
+            ``ProjectionHead(64)``: it takes the pooled ``(B, 64)`` embedding and learns at
+            ``recipe.lr * recipe.head_lr_factor``. To be saved, it must compute ``linear(x)`` with each
+            row L2-normalised (as that exercise specifies); checked before training starts.
+        save_as: the file name under ``save_dir``; ``None`` saves nothing. Keep the default only for the
+            encoder later notebooks should use: every other run should save under a name of its own.
 
     Returns:
-        ``(encoder, history)``; the encoder is saved to ``<save_dir>/encoder_best.pt`` at the end.
+        ``(encoder, history)``: the trained encoder (with ``head`` on top when given) in eval mode.
+
+    Raises:
+        ValueError: ``save_as`` is a path rather than a file name, or ``head`` cannot be saved.
     """
     recipe = recipe or SiameseRecipe()
     device = device or get_device()
+    if save_as is not None and Path(save_as).name != save_as:
+        raise ValueError(f"save_as should be a file name such as 'encoder_mined.pt', got {save_as!r}")
     seed_everything(recipe.seed)
+    encoder = _siamese_model(backbone, recipe, head, save_as).to(device, memory_format=torch.channels_last)
     train = ClothingDataset("train")
     images, targets = train.as_tensors()
     loader = ClassBalancedLoader(images, targets, recipe.classes_per_batch, recipe.samples_per_class,
                                  augment=recipe.make_augment(), seed=recipe.seed)
-    encoder = recipe.make_model(backbone).to(device, memory_format=torch.channels_last)
     optimizer = recipe.make_optimizer(encoder)
     scheduler = recipe.make_scheduler(optimizer, len(loader))
     eval_fn = (lambda: embedding_metrics(encoder, eval_dataset, device)) if eval_dataset is not None else None
     history = train_siamese(encoder, loader, epochs=recipe.epochs, optimizer=optimizer,
-                            loss_fn=MinedTripletLoss(recipe.margin, recipe.mining), device=device, scheduler=scheduler,
+                            loss_fn=_siamese_loss(recipe, loss_fn), device=device, scheduler=scheduler,
                             eval_fn=eval_fn, progress=progress)
     encoder.eval()
-    save_model(encoder, _folder(save_dir) / ENCODER_FILE, recipe=asdict(recipe), finished=True,
-               epochs_done=recipe.epochs, epochs_planned=recipe.epochs,
-               made_by="helper_utils.recipes.fit_siamese")  # written once, after the last epoch: a finished run
+    if save_as is not None:
+        saved = encoder.to_projected() if isinstance(encoder, HeadedEncoder) else encoder
+        loss_name = "recipe" if loss_fn is None else getattr(loss_fn, "__name__", type(loss_fn).__name__)
+        save_model(saved, _folder(save_dir) / save_as, recipe=asdict(recipe), finished=True,
+                   epochs_done=recipe.epochs, epochs_planned=recipe.epochs, loss=loss_name,
+                   head="recipe" if head is None else type(head).__name__,
+                   made_by="helper_utils.recipes.fit_siamese")  # written once, after the last epoch: a finished run
     return encoder, history
+
+
+def _siamese_model(backbone: nn.Module, recipe: SiameseRecipe, head: nn.Module | None, save_as) -> nn.Module:
+    """``SiameseEncoder(backbone)`` with the recipe's head, or with ``head`` (checked to be savable when saved)."""
+    if head is None:
+        return recipe.make_model(backbone)
+    model = HeadedEncoder(SiameseEncoder(backbone), head)
+    if save_as is not None and not model.head_is_linear_then_normalize():
+        raise ValueError(f"{type(head).__name__} does not compute linear(x) with each row L2-normalised, which an "
+                         f"encoder file stores: pass save_as=None to train it without saving")
+    return model
+
+
+def _siamese_loss(recipe: SiameseRecipe, loss_fn):
+    """The recipe's mined loss, or ``loss_fn(embeddings, labels, margin)`` on L2-normalised embeddings."""
+    if loss_fn is None:
+        return MinedTripletLoss(recipe.margin, recipe.mining)
+    return lambda embeddings, labels: loss_fn(l2_normalize(embeddings), labels, recipe.margin)
 
 
 def load_or_train_encoder(device=None, save_dir: Path | None = None, progress: bool = True,

@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from helper_utils import training
-from helper_utils.checkpoints import BestEpochFiles, load_backbone, load_classifier, read_checkpoint, save_checkpoint
+from helper_utils.checkpoints import (BestEpochFiles, load_backbone, load_classifier, load_encoder, read_checkpoint,
+                                     save_checkpoint)
 from helper_utils.reference import MobileNetBackbone, MobileNetLikeClassifier, SiameseEncoder
 from helper_utils.recipes import (TRAINING_CLASSIFIER_NOTICE, TRAINING_ENCODER_NOTICE, ClassifierRecipe, SiameseRecipe,
-                                  fit_classifier, load_or_train_backbone, load_or_train_classifier,
+                                  fit_classifier, fit_siamese, load_or_train_backbone, load_or_train_classifier,
                                   load_or_train_encoder)
 
 TINY_CLASSIFIER = ClassifierRecipe(epochs=2, batch_size=4)  # 5 batches: enough steps for one-cycle
@@ -148,3 +149,66 @@ def test_an_older_kits_checkpoint_is_loaded_and_says_so(tmp_path):
     save_checkpoint({"state_dict": MobileNetBackbone().state_dict(), "epoch": 3, "val_acc": 0.5}, tmp_path / "backbone_best.pt")
     _, message = load_or_train_backbone("cpu", tmp_path, progress=False)
     assert message.startswith("Loaded the backbone") and "did not record whether its run finished" in message
+
+
+class _Head(torch.nn.Module):
+    """A learner's ProjectionHead: the identity at the start, then L2 normalisation (records its calls)."""
+
+    def __init__(self, dim: int, relu: bool = False) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(dim, dim)
+        torch.nn.init.eye_(self.linear.weight)
+        torch.nn.init.zeros_(self.linear.bias)
+        self.relu, self.calls = relu, 0
+
+    def forward(self, x):
+        self.calls += 1
+        y = self.linear(x)
+        return torch.nn.functional.normalize(y.relu() if self.relu else y, dim=1)
+
+
+def test_fit_siamese_trains_with_the_learners_loss_and_head_and_saves_under_its_own_name(data, tmp_path):
+    """Notebook 05's own loss and head train the encoder; a run with save_as leaves encoder_best.pt alone."""
+    calls = []
+
+    def my_loss(embeddings, labels, margin):
+        calls.append((embeddings.detach().norm(dim=1), margin))
+        return embeddings.sum() * 0.0 + (embeddings[0] - embeddings[-1]).pow(2).sum()
+
+    (tmp_path / "encoder_best.pt").write_bytes(b"notebook 06's encoder")
+    head = _Head(64)
+    before = head.linear.weight.detach().clone()
+    encoder, history = fit_siamese(MobileNetBackbone(), TINY_SIAMESE, "cpu", progress=False, save_dir=tmp_path,
+                                   loss_fn=my_loss, head=head, save_as="encoder_mine.pt")
+    assert calls and all(margin == TINY_SIAMESE.margin for _, margin in calls)  # the learner's loss ran
+    assert all(torch.allclose(norms, torch.ones_like(norms), atol=1e-5) for norms, _ in calls)  # on unit rows
+    assert head.calls > 0 and encoder.head is head and not torch.equal(head.linear.weight, before)  # it learned
+    assert (tmp_path / "encoder_best.pt").read_bytes() == b"notebook 06's encoder"  # untouched
+    saved, checkpoint = load_encoder(tmp_path / "encoder_mine.pt", require_head=True)
+    assert checkpoint.info["loss"] == "my_loss" and checkpoint.info["head"] == "_Head"
+    x = torch.randn(3, 3, 64, 64)
+    assert torch.allclose(saved(x), encoder(x), atol=1e-5)  # the file holds the learner-headed encoder
+
+
+def test_fit_siamese_by_default_writes_the_encoder_later_notebooks_load(data, tmp_path):
+    tmp_path = tmp_path / "checkpoints"  # the synthetic photos are in tmp_path too
+    tmp_path.mkdir()
+    _, history = fit_siamese(MobileNetBackbone(), TINY_SIAMESE, "cpu", progress=False, save_dir=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["encoder_best.pt"]
+    info = read_checkpoint(tmp_path / "encoder_best.pt").info
+    assert info["loss"] == info["head"] == "recipe" and info["finished"] is True
+
+
+def test_fit_siamese_with_save_as_none_saves_nothing_and_refuses_a_head_it_cannot_save(data, tmp_path):
+    tmp_path = tmp_path / "checkpoints"  # the synthetic photos are in tmp_path too
+    tmp_path.mkdir()
+    fit_siamese(MobileNetBackbone(), TINY_SIAMESE, "cpu", progress=False, save_dir=tmp_path, head=_Head(64, relu=True),
+                save_as=None)  # the Linear+ReLU head of a Try it: trained, not saved
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="save_as=None"):
+        fit_siamese(MobileNetBackbone(), TINY_SIAMESE, "cpu", progress=False, save_dir=tmp_path,
+                    head=_Head(64, relu=True), save_as="encoder_relu.pt")
+    with pytest.raises(ValueError, match="file name"):
+        fit_siamese(MobileNetBackbone(), TINY_SIAMESE, "cpu", progress=False, save_dir=tmp_path,
+                    save_as="../encoder_best.pt")
+    assert list(tmp_path.iterdir()) == []
