@@ -43,9 +43,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[lab]'
 	touch $@
 
-# One pip run for everything (dev holds lab): a fresh clone's `make test` resolves and installs once.
+# One resolve for everything (dev holds lab): a fresh clone's `make test` installs once. A current pip first:
+# the one a venv starts with may not read `name @ git+file://...@tag` (the Colab cell's install, tested).
 $(DEV_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP) $@
 
