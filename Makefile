@@ -11,7 +11,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 LAB_PORT ?= 8888
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)  # containers often run as root; Jupyter refuses it otherwise
 # nbval executes each notebook once; tools.course_report prints the numbers they printed, per notebook, at the end
-NBVAL_FLAGS := -p tools.course_report --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=1200 -p no:cacheprovider --durations=10
+NBVAL_FLAGS := -p tools.course_report --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=3600 -p no:cacheprovider --durations=10
 
 .PHONY: help setup going-further data dev-data lab test test-units test-fast test-notebooks test-browser release fork fork-args grade grade-args bench bench-scale bench-pipeline bench-siamese bench-course export-onnx serve loadtest
 
