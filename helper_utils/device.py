@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["get_device", "machine_description", "seed_everything"]
+__all__ = ["get_device", "cpu_name", "machine_description", "seed_everything"]
 
 
 def get_device() -> torch.device:
@@ -39,15 +39,18 @@ def seed_everything(seed: int = 42, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def machine_description() -> str:
-    """One line naming the CPU, torch threads, Python, torch and OS: printed with every measured number."""
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what ``platform`` knows of it."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return (f"{cpu}, {torch.get_num_threads()} threads, Python {platform.python_version()}, "
+    return platform.processor() or platform.machine()
+
+
+def machine_description() -> str:
+    """One line naming the CPU, torch threads, Python, torch and OS: printed with every measured number."""
+    return (f"{cpu_name()}, {torch.get_num_threads()} threads, Python {platform.python_version()}, "
             f"torch {torch.__version__}, {platform.system()}")
