@@ -63,16 +63,16 @@ dev-data: $(DEV_STAMP) data
 lab: data
 	$(BIN)/jupyter lab --notebook-dir=notebooks --port=$(LAB_PORT) $(ROOT_FLAG) $(LAB_ARGS)
 
-# The release checks, then two lanes side by side (each keeps one core busy): the unit tests, which mostly wait
-# on kernels, servers and subprocesses, and every solution notebook executed once under nbval. Each lane's
-# report prints when it ends.
+# The release checks, the unit tests, then every solution notebook executed once under nbval. One after the
+# other: run side by side on 2 cores, notebook 03's training took 717 s instead of 305 s (its two torch threads
+# wait on each other while the unit tests hold a core), so the pair took as long and the printed times lied.
 test: dev-data
 	$(BIN)/python -m tools.release --check
 	$(BIN)/python -m tools.release --clean --check
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-units test-notebooks
+	$(MAKE) --no-print-directory test-units test-notebooks
 
-# One thread for every process the unit tests start (kernels included): their tensors are tiny, and on a
-# 2-core machine beside the notebooks a second, spinning thread only slows both lanes.
+# One thread for every process the unit tests start (kernels included): their tensors are tiny, and a second,
+# spinning thread only slows them on a busy 2-core machine.
 test-units: $(DEV_STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
