@@ -56,6 +56,24 @@ def make_synthetic_imagefolder(
     return Path(root)
 
 
+def build_synthetic_service(tmp: Path, per_class: int) -> dict:
+    """Seeded untrained checkpoints and a synthetic data root, built into a search-service folder.
+
+    Returns ``dir`` (the service folder), ``image_root``, ``ckpt`` and ``tmp``. Imports the going-further
+    stack only when called, so tests that do not build a service never load it.
+    """
+    from helper_utils.checkpoints import save_checkpoint
+    from helper_utils.going_further import serve
+    from helper_utils.reference import MobileNetBackbone, MobileNetLikeClassifier, SiameseEncoder
+
+    torch.manual_seed(0)
+    save_checkpoint({"state_dict": SiameseEncoder(MobileNetBackbone()).state_dict()}, tmp / "ckpt" / "encoder_best.pt")
+    save_checkpoint({"state_dict": MobileNetLikeClassifier(7).state_dict()}, tmp / "ckpt" / "classifier_best.pt")
+    data_root = make_synthetic_imagefolder(tmp / "data", per_class=per_class)
+    serve.build(tmp / "svc", tmp / "ckpt", splits=("validation",), data_root=data_root)
+    return {"dir": tmp / "svc", "image_root": data_root / DATASET_FOLDER, "ckpt": tmp / "ckpt", "tmp": tmp}
+
+
 @pytest.fixture
 def make_imagefolder(tmp_path):
     """The builder itself, for tests that need other classes, sizes or counts (root defaults to tmp)."""

@@ -16,8 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_synthetic_imagefolder
-from helper_utils.data import DATASET_FOLDER
+from conftest import build_synthetic_service
 from helper_utils.going_further import serve
 from helper_utils.going_further.search_index import SearchIndex
 from helper_utils.reference import MobileNetBackbone, MobileNetLikeClassifier, SiameseEncoder
@@ -36,13 +35,7 @@ def _encoded(image, fmt, **kwargs) -> bytes:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("service")
-    torch.manual_seed(0)
-    save_checkpoint({"state_dict": SiameseEncoder(MobileNetBackbone()).state_dict()}, tmp / "ckpt" / "encoder_best.pt")
-    save_checkpoint({"state_dict": MobileNetLikeClassifier(7).state_dict()}, tmp / "ckpt" / "classifier_best.pt")
-    data_root = make_synthetic_imagefolder(tmp / "data", per_class=2)
-    serve.build(tmp / "svc", tmp / "ckpt", splits=("validation",), data_root=data_root)
-    return {"dir": tmp / "svc", "image_root": data_root / DATASET_FOLDER, "ckpt": tmp / "ckpt", "tmp": tmp}
+    return build_synthetic_service(tmp_path_factory.mktemp("service"), per_class=2)
 
 
 def _app(built, **kwargs):

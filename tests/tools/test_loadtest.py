@@ -1,26 +1,15 @@
 """tools.loadtest: the summary's arithmetic, a real (tiny) run against the server, and the side-by-side run."""
 
 import pytest
-import torch
 
-from conftest import make_synthetic_imagefolder
-from helper_utils.data import DATASET_FOLDER
-from helper_utils.going_further import serve
-from helper_utils.reference import MobileNetBackbone, MobileNetLikeClassifier, SiameseEncoder
-from helper_utils.checkpoints import save_checkpoint
+from conftest import build_synthetic_service
 from tools import loadtest
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """Seeded checkpoints + a 7-class synthetic data root, built into a service folder."""
-    tmp = tmp_path_factory.mktemp("service")
-    torch.manual_seed(0)
-    save_checkpoint({"state_dict": SiameseEncoder(MobileNetBackbone()).state_dict()}, tmp / "ckpt" / "encoder_best.pt")
-    save_checkpoint({"state_dict": MobileNetLikeClassifier(7).state_dict()}, tmp / "ckpt" / "classifier_best.pt")
-    data_root = make_synthetic_imagefolder(tmp / "data", per_class=3)
-    serve.build(tmp / "svc", tmp / "ckpt", splits=("validation",), data_root=data_root)
-    return {"dir": tmp / "svc", "image_root": data_root / DATASET_FOLDER}
+    return build_synthetic_service(tmp_path_factory.mktemp("service"), per_class=3)
 
 
 def test_loadtest_summary_counts_errors_apart_from_latency():
