@@ -72,9 +72,11 @@ test: dev-data
 	$(MAKE) --no-print-directory test-units test-notebooks
 
 # One thread for every process the unit tests start (kernels included): their tensors are tiny, and a second,
-# spinning thread only slows them on a busy 2-core machine.
+# spinning thread only slows them on a busy 2-core machine. pytest-xdist runs UNIT_WORKERS test processes, each
+# taking whole files (--dist loadfile), so a file's module fixtures (a graded class, the cluster run) run once.
+UNIT_WORKERS ?= auto
 test-units: $(DEV_STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n $(UNIT_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: $(DEV_STAMP)
 	$(BIN)/python -m pytest tests -m "not slow"

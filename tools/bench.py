@@ -145,11 +145,16 @@ def main(argv: list[str] | None = None) -> int:
     res.add_argument("--repeat", nargs="*", default=["core"], help="recipes whose first seed runs twice")
     res.add_argument("--json", type=Path, default=Path("docs/results/bench_results.json"))
     res.add_argument("--markdown", type=Path, default=Path("docs/results/bench_results.md"))
-    res.add_argument("--readme", type=Path, default=Path("docs/results/README.md"),
+    res.add_argument("--readme", type=_optional_path, default=Path("docs/results/README.md"),
                      help="the results page whose table between the bench:results markers is rewritten ('' to skip)")
     res.add_argument("--from-json", type=Path, help="re-render the table and README from a saved run, training nothing")
     args = parser.parse_args(argv)
     return run(lambda: _results_command(args) if args.command == "results" else _pipeline_command(args))
+
+
+def _optional_path(text: str) -> Path | None:
+    """``''`` means none: ``Path('')`` would be the current folder."""
+    return Path(text) if text else None
 
 
 def _pipeline_command(args) -> int:
@@ -183,7 +188,7 @@ def _results_command(args) -> int:
         with atomic_path(path, mode=0o644) as tmp:
             tmp.write_text(text)
     print("\n" + table)
-    if str(args.readme) and args.readme.exists():
+    if args.readme is not None and args.readme.exists():
         updated = update_readme(args.readme, table)
         print(f"{'updated' if updated else 'NOT updated (no bench:results markers in)'} {args.readme}")
     return 0

@@ -1,6 +1,7 @@
 """The results benchmark (``make bench``) and the going-further recipe, on a tiny synthetic dataset."""
 
 import json
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -104,6 +105,9 @@ def test_benchmark_runs_every_recipe_and_writes_the_readme_table(tiny_recipes, m
     assert "Other programs shared the CPU" in results.results_markdown(out)
     out["load"] = [0.1, 0.2]
     assert "Other programs shared the CPU" not in results.results_markdown(out)
+    cores = os.cpu_count() or 1
+    out["load"] = [0.1, cores + 0.1]  # the benchmark's own threads, one per core, alone
+    assert "Other programs shared the CPU" not in results.results_markdown(out)
     assert table.count("\n| ") == 5 + 2 + 6 and "going further" in table and "run twice" in table
     assert "(notebooks 03, 05), P@1 ≥ 0.85:" in table and "going further (notebook 08), val accuracy ≥ 93%:" in table
     readme = tmp_path / "README.md"
@@ -161,3 +165,17 @@ def test_siamese_sweep_trains_each_variation_from_one_backbone(synthetic_imagefo
     assert not (tmp_path / "checkpoints" / "encoder_best.pt").exists()  # the course's encoder is left alone
     table = siamese_sweep.sweep_markdown(rows)
     assert table.count("\n") == 2 + 3 and "| backbone as it is |" in table and "`head='none'`" in table
+
+
+
+def test_an_empty_readme_argument_skips_the_results_page(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    from tools import bench
+    committed = Path(__file__).resolve().parents[2] / "docs" / "results" / "bench_results.json"
+    monkeypatch.chdir(tmp_path)  # '' must not become the current folder, nor any README in it
+    (tmp_path / "README.md").write_text(f"{results.README_START}\nold\n{results.README_END}\n")
+    code = bench.main(["results", "--from-json", str(committed), "--markdown", "table.md", "--readme", ""])
+    assert code == 0, capsys.readouterr()
+    assert "P@1" in (tmp_path / "table.md").read_text()
+    assert "old" in (tmp_path / "README.md").read_text() and "updated" not in capsys.readouterr().out
