@@ -63,6 +63,11 @@ from unittests.grading.submission import Refused, display_name, stage
 __all__ = ["Settings", "grade_submissions", "default_out", "shard_of", "main"]
 
 NOTE_CHARS = 300  # of a learner's error message in the feedback
+# A request to a kernel is queued at once while its connection stands; once the notebook has broken it (by
+# writing into the kernel's own sockets, say) a send would wait for it forever, past every time limit.
+SEND_TIMEOUT_S = 10.0
+BROKEN_CONNECTION = ("error: the kernel's connection to the grader broke (did the notebook write into the "
+                     "kernel's sockets?); the cells after it did not run")
 MAX_NOTEBOOK_MB = 50  # a notebook file bigger than this is not read
 
 
@@ -130,6 +135,8 @@ async def _interrupt(client, deadline: float) -> bool:
     The kernel drops requests that arrive while the interrupted cell still runs, so the next cell
     is sent only after a ``pass`` has run.
     """
+    import zmq
+
     await client.km.interrupt_kernel()
     for _ in range(3):
         client.timeout = int(min(10, deadline - time.monotonic()))
@@ -138,11 +145,25 @@ async def _interrupt(client, deadline: float) -> bool:
         try:
             msg_id = client.kc.execute("pass", store_history=False, stop_on_error=False)
             reply = await client.async_wait_for_reply(msg_id)
+        except zmq.Again:  # the request could not even be sent: _run_cells says the connection broke
+            raise
         except Exception:  # no answer: the code swallows KeyboardInterrupt, or the kernel is gone
             return False
         if reply and reply["content"].get("status") == "ok":
             return True
     return False
+
+
+def _bounded_sends(client) -> None:
+    """Every socket the grader sends a kernel requests on gives up after ``SEND_TIMEOUT_S`` (``zmq.Again``)."""
+    import zmq
+
+    kc = client.kc
+    sockets = [kc.shell_channel.socket, kc.control_channel.socket, kc.stdin_channel.socket,
+               getattr(client.km, "_control_socket", None)]
+    for sock in sockets:
+        if sock is not None:
+            sock.setsockopt(zmq.SNDTIMEO, int(SEND_TIMEOUT_S * 1000))
 
 
 async def _stop(client) -> None:
@@ -224,6 +245,7 @@ def _remove(*folders: Path) -> None:
 async def _run_cells(run: _Run, notebook: str, cells, exercises, scratch: Path, runtime: Path):
     """Run the program of one notebook in a new kernel; returns its channel, the cells' trouble, why it stopped."""
     import nbformat
+    import zmq
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     settings = run.settings
@@ -248,6 +270,7 @@ async def _run_cells(run: _Run, notebook: str, cells, exercises, scratch: Path, 
         async with client.async_setup_kernel(env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                              cleanup_kc=True):
             reader = Reader(os.dup(client.km.provisioner.process.stdout.fileno()))
+            _bounded_sends(client)
             for index, (kind, source, owners) in enumerate(program):
                 left = deadline - time.monotonic()
                 if left <= 1:
@@ -258,7 +281,8 @@ async def _run_cells(run: _Run, notebook: str, cells, exercises, scratch: Path, 
                     await client.async_execute_cell(run_nb.cells[index], index)
                 except CellTimeoutError:
                     for owner in owners:
-                        trouble[owner] = ("timeout", f"a {kind} cell ran past {client.timeout} s")
+                        trouble[owner] = ("timeout", f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} cell ran past "
+                                                     f"{client.timeout} s")
                     if kind in ("preamble", "setup"):
                         stopped = "timeout"
                         break
@@ -275,6 +299,8 @@ async def _run_cells(run: _Run, notebook: str, cells, exercises, scratch: Path, 
                         trouble.setdefault("*setup", ("error", f"a set-up cell raised {_error_line(e)}"))
     except DeadKernelError:
         stopped = "error: the kernel died (os._exit, a crash, or memory exhaustion)"
+    except zmq.Again:  # a send that ran past SEND_TIMEOUT_S
+        stopped = stopped or BROKEN_CONNECTION
     except Exception as e:  # a kernel that would not start or answer
         stopped = f"error: {_error_line(e)}"
     finally:
@@ -328,7 +354,8 @@ def _exercise_result(learner: str, notebook: str, exercise: Exercise, reader: Re
     elif killed:
         result.note = f"the kernel was stopped: {killed}"
     elif own and own[0] == "timeout" or grader and grader[0] == "timeout":
-        result.status, result.note = "timeout", (own or grader)[1]
+        broken = f"; then {BROKEN_CONNECTION[len('error: '):]}" if stopped == BROKEN_CONNECTION else ""
+        result.status, result.note = "timeout", (own or grader)[1] + broken
     elif stopped:
         result.status = "timeout" if stopped == "timeout" else "error"
         result.note = ("the notebook ran past its time limit" if stopped == "timeout"
