@@ -82,9 +82,11 @@ test-fast: $(DEV_STAMP)
 	$(BIN)/python -m pytest tests -m "not slow"
 
 # Opt-in: installs Debian's chromium if missing (Playwright drives it; never `playwright install`).
+# Two tests at a time, each with its own JupyterLab and Chromium: most of a test is waiting for them
+# (on the 2-core CI machine the four tests took 52 s so, 70 s one after the other).
 test-browser: dev-data
 	command -v chromium >/dev/null || .ci/install-chromium
-	FASHION_KIT_BROWSER=1 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/python -m pytest tests/browser -p no:cacheprovider $(PYTEST_ARGS)
+	FASHION_KIT_BROWSER=1 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/python -m pytest tests/browser -p no:cacheprovider -n 2 $(PYTEST_ARGS)
 
 test-notebooks: dev-data
 	UNITTESTS_STRICT=1 $(BIN)/python -m pytest $(NBVAL_FLAGS) notebooks/solutions --course-report artifacts/course_results.json $(NBVAL_ARGS)
