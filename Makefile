@@ -74,9 +74,10 @@ test: dev-data
 # One thread for every process the unit tests start (kernels included): their tensors are tiny, and a second,
 # spinning thread only slows them on a busy 2-core machine. pytest-xdist runs UNIT_WORKERS test processes, each
 # taking whole files (--dist loadfile), so a file's module fixtures (a graded class, the cluster run) run once.
+# A test that hangs fails after 10 minutes (the slowest, fixture included, takes about one) instead of holding CI.
 UNIT_WORKERS ?= auto
 test-units: $(DEV_STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n $(UNIT_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n $(UNIT_WORKERS) --dist loadfile --timeout 600 $(PYTEST_ARGS)
 
 test-fast: $(DEV_STAMP)
 	$(BIN)/python -m pytest tests -m "not slow"
