@@ -84,7 +84,7 @@ test-fast: $(DEV_STAMP)
 
 # Opt-in: installs Debian's chromium if missing (Playwright drives it; never `playwright install`).
 # Two tests at a time, each with its own JupyterLab and Chromium: most of a test is waiting for them
-# (on the 2-core CI machine the four tests took 52 s so, 70 s one after the other).
+# (on the 2-core CI machine the four tests took 52 s this way against 70 s one after the other).
 test-browser: dev-data
 	command -v chromium >/dev/null || .ci/install-chromium
 	FASHION_KIT_BROWSER=1 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/python -m pytest tests/browser -p no:cacheprovider -n 2 $(PYTEST_ARGS)

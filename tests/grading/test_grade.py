@@ -497,33 +497,12 @@ def test_the_grader_imports_without_posix_only_modules():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-JAM_SOCKETS = """\
-import os, stat, threading, time
-
-
-def _jam():  # garbage into every socket this kernel holds, its connection to the grader included
-    end = time.time() + 20
-    while time.time() < end:
-        for fd in os.listdir("/proc/self/fd"):
-            try:
-                if stat.S_ISSOCK(os.fstat(int(fd)).st_mode):
-                    os.write(int(fd), b"\\xff" * 64)
-            except OSError:
-                pass
-        time.sleep(0.01)
-
-
-threading.Thread(target=_jam, daemon=True).start()
-time.sleep(0.5)
-"""
-
-
 @pytest.mark.timeout(180)  # before the fix this test hung in a send, forever
 def test_a_kernel_that_breaks_its_own_connection_cannot_hang_the_grader(tmp_path, monkeypatch):
     """Writing into the kernel's sockets broke its connection; a send then waited forever, past every limit."""
     monkeypatch.setattr(grader_cli, "SEND_TIMEOUT_S", 2.0)
     subs = tmp_path / "submissions"
-    _write(subs / "jammer", B, _prepend_to_exercise(_notebook("solution", B), "InvertedResidualBlock", JAM_SOCKETS))
+    _write(subs / "jammer", B, _prepend_to_exercise(_notebook("solution", B), "InvertedResidualBlock", hostile.JAM_SOCKETS))
     _write(subs / "solutions", B, _notebook("solution", B))
     settings = grader_cli.Settings(notebook_timeout_s=60, cell_timeout_s=5)
     start = time.perf_counter()

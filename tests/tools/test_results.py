@@ -3,6 +3,7 @@
 import json
 import os
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 from helper_utils.data import CLASSES_10
 from conftest import make_synthetic_imagefolder
-from tools import results
+from tools import bench, results
 from helper_utils.going_further.models import WideMobileNetBackbone, WideMobileNetClassifier
 from helper_utils.reference import InvertedResidualBlock
 from helper_utils.training import count_parameters
@@ -167,11 +168,7 @@ def test_siamese_sweep_trains_each_variation_from_one_backbone(synthetic_imagefo
     assert table.count("\n") == 2 + 3 and "| backbone as it is |" in table and "`head='none'`" in table
 
 
-
 def test_an_empty_readme_argument_skips_the_results_page(tmp_path, monkeypatch, capsys):
-    from pathlib import Path
-
-    from tools import bench
     committed = Path(__file__).resolve().parents[2] / "docs" / "results" / "bench_results.json"
     monkeypatch.chdir(tmp_path)  # '' must not become the current folder, nor any README in it
     (tmp_path / "README.md").write_text(f"{results.README_START}\nold\n{results.README_END}\n")

@@ -300,7 +300,7 @@ async def _run_cells(run: _Run, notebook: str, cells, exercises, scratch: Path, 
     except DeadKernelError:
         stopped = "error: the kernel died (os._exit, a crash, or memory exhaustion)"
     except zmq.Again:  # a send that ran past SEND_TIMEOUT_S
-        stopped = stopped or BROKEN_CONNECTION
+        stopped = BROKEN_CONNECTION
     except Exception as e:  # a kernel that would not start or answer
         stopped = f"error: {_error_line(e)}"
     finally:
