@@ -110,6 +110,7 @@ BAD_INPUT = [  # (module, argv, words of the one-line error); {tmp} is the folde
     ("tools.siamese_sweep", ["--variations", "[1, 2]"], "must be a JSON list of objects"),
     ("tools.siamese_sweep", ["--from-json", "{tmp}/none.json"], "none.json: No such file"),
     ("tools.siamese_sweep", ["--from-json", "{tmp}/shape.json"], "is not a sweep saved with --json"),
+    ("tools.siamese_sweep", ["--seeds", "0", "--backbone", "{tmp}/b.pt"], "give --backbone or --seeds, not both"),
     ("tools.release", ["--bogus"], "unrecognized arguments: --bogus"),
     ("tools.decode_memory", ["--bogus"], "unrecognized arguments: --bogus"),
     ("tools.fork", ["--org", "my org"], "owner 'my org'"),

@@ -168,6 +168,34 @@ def test_siamese_sweep_trains_each_variation_from_one_backbone(synthetic_imagefo
     assert table.count("\n") == 2 + 3 and "| backbone as it is |" in table and "`head='none'`" in table
 
 
+def test_siamese_sweep_over_seeds_trains_each_seeds_backbone_once(synthetic_imagefolder, monkeypatch, tmp_path,
+                                                                   capsys):
+    from tools import siamese_sweep
+
+    monkeypatch.setenv("FASHION_KIT_DATA", str(synthetic_imagefolder))
+    monkeypatch.setenv("FASHION_KIT_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    monkeypatch.setattr(siamese_sweep, "ClassifierRecipe", lambda seed: ClassifierRecipe(epochs=2, batch_size=4, seed=seed))
+    trained, fit = [], siamese_sweep.fit_classifier
+    monkeypatch.setattr(siamese_sweep, "fit_classifier", lambda recipe, **kw: trained.append(recipe.seed) or fit(recipe, **kw))
+    variations = [{"epochs": 1, "samples_per_class": 2}, {"epochs": 1, "samples_per_class": 2, "seed": 7}]
+    argv = ["--seeds", "0", "1", "--variations", json.dumps(variations), "--json", str(tmp_path / "sweep.json")]
+
+    assert siamese_sweep.main(argv) == 0
+    assert trained == [0, 1]
+    rows = json.loads((tmp_path / "sweep.json").read_text())["rows"]
+    assert [row["changes"] for row in rows] == ["backbone as it is", *variations]
+    for row in rows:
+        per_seed = row["P@1 per seed"]
+        assert list(per_seed) == ["0", "1"] and row["P@1"] == pytest.approx(np.mean(list(per_seed.values())), abs=1e-3)
+    assert "| P@1 per seed |" in siamese_sweep.sweep_markdown(rows)
+    assert not (tmp_path / "checkpoints" / "encoder_best.pt").exists()
+
+    assert siamese_sweep.main(argv) == 0 and trained == [0, 1]  # the two backbones are reused
+    monkeypatch.setattr(siamese_sweep, "ClassifierRecipe", lambda seed: ClassifierRecipe(epochs=3, batch_size=4, seed=seed))
+    assert siamese_sweep.main(argv) == 0 and trained == [0, 1, 0, 1]  # another recipe: trained again
+    assert "was trained with another recipe" in capsys.readouterr().out
+
+
 def test_an_empty_readme_argument_skips_the_results_page(tmp_path, monkeypatch, capsys):
     committed = Path(__file__).resolve().parents[2] / "docs" / "results" / "bench_results.json"
     monkeypatch.chdir(tmp_path)  # '' must not become the current folder, nor any README in it
